@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The one test command: installs what the integration tests drive (psql, a
+# Python venv with the PostgreSQL drivers), then runs every Rust test.
+#
+# Safe to re-run: each step is skipped when its result is already there.
+# Extend by adding an `ensure_*` function and calling it from `main`.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+venv_dir="$repo_root/.venv-test"
+python_packages=("psycopg[binary]" "psycopg2-binary" "sqlalchemy")
+
+log() {
+    echo "==> $*"
+}
+
+apt_updated=0
+apt_install() {
+    if [[ $apt_updated -eq 0 ]]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q
+        apt_updated=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"
+}
+
+sudo=""
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
+    sudo="sudo"
+fi
+
+ensure_psql() {
+    if command -v psql >/dev/null 2>&1; then
+        log "psql found: $(psql --version)"
+        return
+    fi
+    apt_install postgresql-client
+}
+
+find_python() {
+    local candidate
+    for candidate in python3 python; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            echo "$candidate"
+            return
+        fi
+    done
+}
+
+venv_ready() {
+    [[ -x "$venv_dir/bin/python" ]] &&
+        "$venv_dir/bin/python" -c 'import psycopg, psycopg2, sqlalchemy' >/dev/null 2>&1
+}
+
+ensure_python_venv() {
+    if venv_ready; then
+        log "python venv ready: $venv_dir"
+        return
+    fi
+    local python
+    python="$(find_python)"
+    if [[ -z "$python" ]] || ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        apt_install python3 python3-venv
+        python=python3
+    fi
+    if [[ ! -x "$venv_dir/bin/python" ]]; then
+        log "creating python venv at $venv_dir"
+        "$python" -m venv "$venv_dir"
+    fi
+    log "installing ${python_packages[*]} into $venv_dir"
+    "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
+    venv_ready || {
+        echo "error: the venv at $venv_dir still cannot import psycopg, psycopg2 and sqlalchemy" >&2
+        exit 1
+    }
+}
+
+run_cargo_tests() {
+    export RUNNEL_TEST_PYTHON="$venv_dir/bin/python"
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo_root/target}"
+    log "cargo test --locked --workspace (target dir $CARGO_TARGET_DIR)"
+    cargo test --locked --workspace "$@"
+}
+
+main() {
+    ensure_psql
+    ensure_python_venv
+    run_cargo_tests "$@"
+    log "all tests passed"
+}
+
+main "$@"

@@ -1,0 +1,143 @@
+//! PostgreSQL functions whose answers depend on runnel or on the session:
+//! version(), current_setting(), set_config(), pg_backend_pid(),
+//! session_user / current_user. The catalog functions psql and drivers call
+//! (pg_get_userbyid, format_type, ...) come from datafusion-pg-catalog.
+
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+
+use super::{SessionInfo, Settings, version_string};
+
+/// Functions that are the same for every session.
+pub fn register_database_functions(ctx: &SessionContext) {
+    let version = version_string();
+    ctx.register_udf(constant("version", ScalarValue::Utf8(Some(version))));
+}
+
+/// Functions bound to one session's settings and identity.
+pub fn register_session_functions(
+    ctx: &SessionContext,
+    settings: Arc<RwLock<Settings>>,
+    info: &SessionInfo,
+) {
+    ctx.register_udf(constant(
+        "pg_backend_pid",
+        ScalarValue::Int32(Some(info.backend_pid)),
+    ));
+    for name in ["session_user", "current_user", "user"] {
+        ctx.register_udf(constant(name, ScalarValue::Utf8(Some(info.user.clone()))));
+    }
+    ctx.register_udf(current_setting(settings.clone(), false));
+    ctx.register_udf(current_setting(settings.clone(), true));
+    ctx.register_udf(set_config(settings));
+}
+
+/// A zero-argument function returning `value`.
+fn constant(name: &str, value: ScalarValue) -> ScalarUDF {
+    let data_type = value.data_type();
+    create_udf(
+        name,
+        vec![],
+        data_type,
+        Volatility::Stable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(value.clone()))),
+    )
+}
+
+/// `current_setting(name)` and `current_setting(name, missing_ok)`.
+fn current_setting(settings: Arc<RwLock<Settings>>, with_missing_ok: bool) -> ScalarUDF {
+    let inputs = if with_missing_ok {
+        vec![DataType::Utf8, DataType::Boolean]
+    } else {
+        vec![DataType::Utf8]
+    };
+    create_udf(
+        "current_setting",
+        inputs,
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let missing_ok = match args.get(1) {
+                Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(b)))) => *b,
+                _ => false,
+            };
+            let settings = settings
+                .read()
+                .map_err(|_| DataFusionError::Internal("settings lock poisoned".into()))?;
+            map_strings(&args[0], |name| match settings.get(name) {
+                Some(v) => Ok(Some(v)),
+                None if missing_ok => Ok(None),
+                None => Err(crate::error::Error::catalog(
+                    crate::error::CatalogErrorKind::UndefinedObject,
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )
+                .into()),
+            })
+        }),
+    )
+}
+
+/// `set_config(name, value, is_local)`: sets and returns the value.
+fn set_config(settings: Arc<RwLock<Settings>>) -> ScalarUDF {
+    create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let value = match &args[1] {
+                ColumnarValue::Scalar(s) => s.to_string(),
+                ColumnarValue::Array(_) => {
+                    return Err(DataFusionError::NotImplemented(
+                        "set_config with a column value is not supported".into(),
+                    ));
+                }
+            };
+            let mut settings = settings
+                .write()
+                .map_err(|_| DataFusionError::Internal("settings lock poisoned".into()))?;
+            map_strings(&args[0], |name| {
+                settings.set(name, &value)?;
+                Ok(Some(value.clone()))
+            })
+        }),
+    )
+}
+
+/// Applies `f` to every non-null string of a scalar or array argument.
+fn map_strings(
+    arg: &ColumnarValue,
+    mut f: impl FnMut(&str) -> datafusion::error::Result<Option<String>>,
+) -> datafusion::error::Result<ColumnarValue> {
+    match arg {
+        ColumnarValue::Scalar(s) => {
+            let out = match s {
+                ScalarValue::Utf8(Some(v))
+                | ScalarValue::Utf8View(Some(v))
+                | ScalarValue::LargeUtf8(Some(v)) => f(v)?,
+                _ => None,
+            };
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(out)))
+        }
+        ColumnarValue::Array(array) => {
+            let strings = datafusion::arrow::compute::cast(array, &DataType::Utf8)?;
+            let strings = strings
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| DataFusionError::Internal("expected strings".into()))?;
+            let mut builder = StringBuilder::with_capacity(strings.len(), 0);
+            for v in strings.iter() {
+                builder.append_option(match v {
+                    Some(v) => f(v)?,
+                    None => None,
+                });
+            }
+            Ok(ColumnarValue::Array(Arc::new(builder.finish()) as ArrayRef))
+        }
+    }
+}

@@ -1,0 +1,849 @@
+//! `Database`: the one front door. The server, the tests, the benchmarks and
+//! the examples all run SQL through [`Database`] and its [`Session`]s.
+//!
+//! A `Database` owns the catalog and a template DataFusion session state with
+//! every function and catalog schema registered; each [`Session`] clones that
+//! state so that SET in one connection never leaks into another. This module
+//! decides what each typed statement does; it does not speak pgwire.
+
+mod copy;
+mod functions;
+mod output;
+mod settings;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast;
+use futures::StreamExt;
+
+pub use copy::CopyIn;
+pub use output::{Command, CopyOut, Output, Rows, rows_from_batches};
+pub use settings::{PG_VERSION, Settings, parse_duration_ms, server_version, version_string};
+
+use crate::catalog::{
+    Catalog, CatalogSchema, DATABASE_NAME, Definition, Entry, InformationSchema, RunnelPgCatalog,
+    SCHEMA_NAME,
+};
+use crate::error::{CatalogErrorKind, Error, Result};
+use crate::sql::{ObjectKind, ParsedStatement, Parser, SetValue, Statement};
+use crate::storage::{StoredTable, TableHandle};
+
+/// How to open a database.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where definitions and table rows are kept.
+    pub data_dir: PathBuf,
+    /// Parallelism of query execution; defaults to the number of cores.
+    pub target_partitions: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// A runnel database: cheap to clone, shared by every connection.
+#[derive(Clone)]
+pub struct Database {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    catalog: Arc<Catalog>,
+    parser: Parser,
+    /// Fully registered state each session starts from.
+    template: SessionState,
+}
+
+/// Who is on the other end of a session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub user: String,
+    /// The PostgreSQL backend process id the client was given.
+    pub backend_pid: i32,
+}
+
+impl Default for SessionInfo {
+    fn default() -> Self {
+        SessionInfo {
+            user: "runnel".to_string(),
+            backend_pid: std::process::id() as i32,
+        }
+    }
+}
+
+impl Database {
+    /// Opens (or creates) the database in `config.data_dir` and brings back
+    /// every object defined there.
+    pub async fn open(config: Config) -> Result<Database> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::io(
+                format!("creating data directory {}", config.data_dir.display()),
+                e,
+            )
+        })?;
+        let (catalog, definitions) = Catalog::load(&config.data_dir)?;
+        let catalog = Arc::new(catalog);
+        let template = build_state(&config, &catalog)?;
+        let db = Database {
+            shared: Arc::new(Shared {
+                config,
+                catalog,
+                parser: Parser::new(),
+                template,
+            }),
+        };
+        for def in definitions {
+            let entry = db.rebuild(&def).await.map_err(|e| {
+                Error::io(
+                    format!(
+                        "restoring {} \"{}\" from the catalog failed: {e}",
+                        def.kind, def.name
+                    ),
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+            db.shared.catalog.restore(entry)?;
+        }
+        db.shared.catalog.remove_orphans()?;
+        Ok(db)
+    }
+
+    /// Starts a session with default settings.
+    pub fn session(&self) -> Session {
+        self.session_for(SessionInfo::default())
+    }
+
+    /// Starts a session for a connected client.
+    pub fn session_for(&self, info: SessionInfo) -> Session {
+        let settings = Arc::new(RwLock::new(Settings::new(&info.user)));
+        let state = SessionStateBuilder::new_from_existing(self.shared.template.clone()).build();
+        let ctx = SessionContext::new_with_state(state);
+        functions::register_session_functions(&ctx, settings.clone(), &info);
+        Session {
+            db: self.clone(),
+            ctx,
+            settings,
+            info,
+            cursors: HashMap::new(),
+        }
+    }
+
+    /// The parser shared by every session.
+    pub fn parser(&self) -> &Parser {
+        &self.shared.parser
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.shared.catalog
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Makes everything durable and stops background work. Table writes are
+    /// already durable when acknowledged, so this only has to wait for them.
+    pub async fn shutdown(&self) -> Result<()> {
+        tracing::info!("database shut down");
+        Ok(())
+    }
+
+    /// Rebuilds a live object from its persisted definition.
+    async fn rebuild(&self, def: &Definition) -> Result<Entry> {
+        let session = self.session();
+        let parsed = self
+            .shared
+            .parser
+            .parse_single(&def.sql)?
+            .ok_or_else(|| crate::internal!("empty definition of {}", def.name))?;
+        let provider: Arc<dyn datafusion::catalog::TableProvider> =
+            match (&def.kind, parsed.statement) {
+                (ObjectKind::Table, Statement::CreateTable(stmt)) => {
+                    let plan = session.plan(*stmt).await?;
+                    let defaults = match plan {
+                        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+                            c.column_defaults.into_iter().collect()
+                        }
+                        _ => HashMap::new(),
+                    };
+                    let table =
+                        StoredTable::open(&self.shared.catalog.storage_dir(def.id), defaults)?;
+                    Arc::new(TableHandle(Arc::new(table)))
+                }
+                (ObjectKind::View, Statement::CreateView(stmt)) => {
+                    let plan = session.plan(*stmt).await?;
+                    view_provider(plan)?.1
+                }
+                (kind, _) => {
+                    return Err(crate::internal!(
+                        "catalog entry {} of kind {kind} has a mismatched definition",
+                        def.name
+                    ));
+                }
+            };
+        Ok(Entry {
+            def: def.clone(),
+            provider,
+        })
+    }
+}
+
+/// Builds the session state every session starts from: runnel's catalog as
+/// `runnel.public`, PostgreSQL's `pg_catalog`, `information_schema`, and the
+/// PostgreSQL functions clients call on connect.
+fn build_state(config: &Config, catalog: &Arc<Catalog>) -> Result<SessionState> {
+    let session_config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(false)
+        .with_target_partitions(config.target_partitions);
+    let state = SessionStateBuilder::new()
+        .with_config(session_config)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let db_catalog = ctx
+        .catalog(DATABASE_NAME)
+        .ok_or_else(|| crate::internal!("default catalog missing"))?;
+    db_catalog.register_schema(SCHEMA_NAME, Arc::new(CatalogSchema(catalog.clone())))?;
+    RunnelPgCatalog::install(&ctx, catalog.clone())?;
+    db_catalog.register_schema(
+        "information_schema",
+        Arc::new(InformationSchema::new(catalog.clone())),
+    )?;
+    functions::register_database_functions(&ctx);
+    Ok(ctx.state())
+}
+
+/// A view's TableProvider and the names it reads from.
+fn view_provider(
+    plan: LogicalPlan,
+) -> Result<(Vec<String>, Arc<dyn datafusion::catalog::TableProvider>)> {
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+            let deps = referenced_tables(&v.input);
+            let view = datafusion::catalog::view::ViewTable::new(
+                v.input.as_ref().clone(),
+                v.definition.clone(),
+            );
+            Ok((deps, Arc::new(view)))
+        }
+        other => Err(crate::internal!(
+            "expected a CREATE VIEW plan, got {}",
+            other.display()
+        )),
+    }
+}
+
+/// Names of the user objects a plan scans (its dependencies).
+fn referenced_tables(plan: &LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut names = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let in_public = match scan.table_name.schema() {
+                None => true,
+                Some(s) => s == SCHEMA_NAME,
+            };
+            let name = scan.table_name.table().to_string();
+            if in_public && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names
+}
+
+/// A forward-only cursor opened by DECLARE.
+struct Cursor {
+    schema: SchemaRef,
+    /// Behind a mutex only so that `Session` is `Sync`; always reached
+    /// through `get_mut`.
+    stream: tokio::sync::Mutex<SendableRecordBatchStream>,
+    /// Rows fetched from the stream but not yet returned.
+    pending: Option<RecordBatch>,
+}
+
+/// One client's conversation with the database.
+pub struct Session {
+    db: Database,
+    ctx: SessionContext,
+    settings: Arc<RwLock<Settings>>,
+    info: SessionInfo,
+    cursors: HashMap<String, Cursor>,
+}
+
+impl Session {
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// The current value of a setting (`None` when unknown).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.settings.read().ok()?.get(name)
+    }
+
+    /// ParameterStatus values to send after authentication.
+    pub fn startup_parameters(&self) -> Vec<(String, String)> {
+        self.settings
+            .read()
+            .map(|s| s.startup_parameters())
+            .unwrap_or_default()
+    }
+
+    /// The statement timeout in force, if any.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let ms = parse_duration_ms(&self.setting("statement_timeout")?).ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// Parses and runs every statement of `sql`, stopping at the first error.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<Output>> {
+        let statements = self.db.parser().parse(sql)?;
+        let mut outputs = Vec::with_capacity(statements.len());
+        for statement in statements {
+            outputs.push(self.execute_statement(&statement, None).await?);
+        }
+        Ok(outputs)
+    }
+
+    /// Runs every statement of `sql` and collects row results (for tests and
+    /// tools): one `Vec<RecordBatch>` per statement.
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for output in self.execute(sql).await? {
+            if let Output::Rows(rows) = output {
+                batches.extend(rows.collect().await?);
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Plans a parsed sqlparser statement with DataFusion.
+    pub async fn plan(&self, statement: ast::Statement) -> Result<LogicalPlan> {
+        Ok(self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?)
+    }
+
+    /// Plans a statement for the extended protocol: `Some(plan)` for
+    /// statements DataFusion plans (queries and INSERT), so their parameter
+    /// and result types can be described before execution.
+    pub async fn prepare(&self, statement: &ParsedStatement) -> Result<Option<LogicalPlan>> {
+        match &statement.statement {
+            Statement::Query(s) | Statement::Insert(s) => Ok(Some(self.plan((**s).clone()).await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs one statement. `prepared` is the plan from [`Session::prepare`]
+    /// with its parameters bound, when the extended protocol is used.
+    pub async fn execute_statement(
+        &mut self,
+        statement: &ParsedStatement,
+        prepared: Option<(LogicalPlan, ParamValues)>,
+    ) -> Result<Output> {
+        match &statement.statement {
+            Statement::Query(s) => {
+                let plan = self.bound_plan(s, prepared).await?;
+                self.run_query(plan).await.map(Output::Rows)
+            }
+            Statement::Insert(s) => {
+                let plan = self.bound_plan(s, prepared).await?;
+                let rows = count_rows(self.run_query(plan).await?).await?;
+                Ok(Output::Command(Command::new(format!("INSERT 0 {rows}"))))
+            }
+            Statement::CreateTable(s) => self.create_table(s, &statement.sql).await,
+            Statement::CreateView(s) => self.create_view(s, &statement.sql).await,
+            Statement::Drop(d) => self.drop_objects(d).await,
+            Statement::CopyFrom(c) => Ok(Output::CopyIn(CopyIn::try_new(self, c)?)),
+            Statement::CopyTo(c) => self.copy_to(c).await,
+            Statement::Set { name, value } => self.set(name, value),
+            Statement::Show { name } => self.show(name),
+            Statement::ShowObjects(kind) => self.show_objects(*kind),
+            Statement::Reset { name } => {
+                let reported = self.settings_mut()?.reset(name.as_deref())?;
+                Ok(Output::Command(
+                    Command::new("RESET").with_parameter_status(reported),
+                ))
+            }
+            Statement::Discard => {
+                self.cursors.clear();
+                let reported = self.settings_mut()?.reset(None)?;
+                Ok(Output::Command(
+                    Command::new("DISCARD ALL").with_parameter_status(reported),
+                ))
+            }
+            Statement::Begin => Ok(Output::TransactionStart("BEGIN".into())),
+            Statement::Commit => Ok(Output::TransactionEnd("COMMIT".into())),
+            Statement::Rollback => Ok(Output::TransactionEnd("ROLLBACK".into())),
+            Statement::DeclareCursor { name, query } => {
+                let plan = self.plan(ast::Statement::Query(query.clone())).await?;
+                let rows = self.run_query(plan).await?;
+                self.cursors.insert(
+                    name.clone(),
+                    Cursor {
+                        schema: rows.schema.clone(),
+                        stream: tokio::sync::Mutex::new(rows.stream),
+                        pending: None,
+                    },
+                );
+                Ok(Output::Command(Command::new("DECLARE CURSOR")))
+            }
+            Statement::Fetch { name, count } => self.fetch(name, *count).await,
+            Statement::CloseCursor { name } => {
+                match name {
+                    None => self.cursors.clear(),
+                    Some(n) => {
+                        self.cursors.remove(n).ok_or_else(|| no_cursor(n))?;
+                    }
+                }
+                Ok(Output::Command(Command::new("CLOSE CURSOR")))
+            }
+            Statement::Flush => Ok(Output::Command(Command::new("FLUSH"))),
+        }
+    }
+
+    async fn bound_plan(
+        &self,
+        statement: &ast::Statement,
+        prepared: Option<(LogicalPlan, ParamValues)>,
+    ) -> Result<LogicalPlan> {
+        match prepared {
+            Some((plan, params)) => Ok(plan.replace_params_with_values(&params)?),
+            None => self.plan(statement.clone()).await,
+        }
+    }
+
+    /// Executes a read plan lazily: rows are produced as the client reads.
+    async fn run_query(&self, plan: LogicalPlan) -> Result<Rows> {
+        if let LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) = plan {
+            return Err(crate::unsupported!(
+                "statement is not supported: {}",
+                plan.display()
+            ));
+        }
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        Ok(Rows::new(schema, stream, "SELECT"))
+    }
+
+    async fn create_table(&mut self, statement: &ast::Statement, sql: &str) -> Result<Output> {
+        let plan = self.plan(statement.clone()).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
+            return Err(crate::unsupported!(
+                "this form of CREATE TABLE is not supported"
+            ));
+        };
+        if create.temporary {
+            return Err(crate::unsupported!("temporary tables are not supported"));
+        }
+        if create.or_replace {
+            return Err(crate::unsupported!(
+                "CREATE OR REPLACE TABLE is not supported"
+            ));
+        }
+        let name = relation_name(&create.name)?;
+        let catalog = self.db.catalog();
+        if let Some(existing) = catalog.get(&name) {
+            if create.if_not_exists {
+                return Ok(Output::Command(Command::new("CREATE TABLE").with_notice(
+                    format!("relation \"{name}\" already exists, skipping"),
+                )));
+            }
+            return Err(Error::catalog(
+                CatalogErrorKind::DuplicateTable,
+                format!(
+                    "relation \"{name}\" already exists (as a {})",
+                    existing.def.kind
+                ),
+            ));
+        }
+        let schema: SchemaRef = Arc::new(create.input.schema().as_arrow().clone());
+        let id = catalog.allocate_id()?;
+        let dir = catalog.storage_dir(id);
+        let result = async {
+            let table = Arc::new(StoredTable::create(
+                &dir,
+                schema,
+                create.column_defaults.iter().cloned().collect(),
+            )?);
+            let is_ctas = !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_));
+            let mut rows = 0;
+            if is_ctas {
+                let batches = self
+                    .run_query(create.input.as_ref().clone())
+                    .await?
+                    .collect()
+                    .await?;
+                rows = table.append(batches).await?;
+            }
+            catalog.create(Entry {
+                def: Definition {
+                    id,
+                    name: name.clone(),
+                    kind: ObjectKind::Table,
+                    sql: sql.to_string(),
+                    depends_on: Vec::new(),
+                },
+                provider: Arc::new(TableHandle(table)),
+            })?;
+            Ok::<_, Error>(if is_ctas {
+                format!("SELECT {rows}")
+            } else {
+                "CREATE TABLE".to_string()
+            })
+        }
+        .await;
+        match result {
+            Ok(tag) => Ok(Output::Command(Command::new(tag))),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_view(&mut self, statement: &ast::Statement, sql: &str) -> Result<Output> {
+        let plan = self.plan(statement.clone()).await?;
+        let (name, or_replace) = match &plan {
+            LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+                (relation_name(&v.name)?, v.or_replace)
+            }
+            _ => return Err(crate::internal!("CREATE VIEW did not plan as a view")),
+        };
+        if or_replace {
+            return Err(crate::unsupported!(
+                "CREATE OR REPLACE VIEW is not supported; drop the view first"
+            ));
+        }
+        let (depends_on, provider) = view_provider(plan)?;
+        let catalog = self.db.catalog();
+        catalog.create(Entry {
+            def: Definition {
+                id: catalog.allocate_id()?,
+                name,
+                kind: ObjectKind::View,
+                sql: sql.to_string(),
+                depends_on,
+            },
+            provider,
+        })?;
+        Ok(Output::Command(Command::new("CREATE VIEW")))
+    }
+
+    async fn drop_objects(&mut self, drop: &crate::sql::DropStatement) -> Result<Output> {
+        let catalog = self.db.catalog().clone();
+        let mut command = Command::new(format!("DROP {}", drop.kind.tag()));
+        for name in &drop.names {
+            if catalog.get(name).is_none() && drop.if_exists {
+                command = command.with_notice(format!(
+                    "{} \"{name}\" does not exist, skipping",
+                    drop.kind.noun()
+                ));
+                continue;
+            }
+            let removed = catalog.drop_object(name, drop.kind, drop.cascade)?;
+            for def in removed {
+                let dir = catalog.storage_dir(def.id);
+                if dir.exists()
+                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                {
+                    // The catalog no longer names it; startup removes it.
+                    tracing::warn!(folder = %dir.display(), error = %e, "could not remove storage of a dropped object");
+                }
+            }
+        }
+        Ok(Output::Command(command))
+    }
+
+    async fn copy_to(&mut self, copy: &crate::sql::CopyTo) -> Result<Output> {
+        let query = match &copy.source {
+            crate::sql::CopySource::Query(q) => ast::Statement::Query(q.clone()),
+            crate::sql::CopySource::Table { name, columns } => {
+                let cols = if columns.is_empty() {
+                    "*".to_string()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let sql = format!("SELECT {cols} FROM \"{}\"", name.replace('"', "\"\""));
+                let parsed = self.db.parser().parse_single(&sql)?;
+                match parsed.map(|p| p.statement) {
+                    Some(Statement::Query(q)) => *q,
+                    _ => return Err(crate::internal!("COPY query did not parse")),
+                }
+            }
+        };
+        let plan = self.plan(query).await?;
+        let rows = self.run_query(plan).await?;
+        Ok(Output::CopyOut(CopyOut {
+            rows,
+            format: copy.format.clone(),
+        }))
+    }
+
+    fn set(&mut self, name: &str, value: &SetValue) -> Result<Output> {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("datafusion.") {
+            let value = match value {
+                SetValue::Value(v) => v.clone(),
+                SetValue::Default => {
+                    return Err(crate::unsupported!(
+                        "SET {name} TO DEFAULT is not supported"
+                    ));
+                }
+            };
+            let state = self.ctx.state_ref();
+            let mut state = state.write();
+            state.config_mut().options_mut().set(&lower, &value)?;
+            return Ok(Output::Command(Command::new("SET")));
+        }
+        let reported = match value {
+            SetValue::Default => self.settings_mut()?.reset(Some(name))?.into_iter().next(),
+            SetValue::Value(v) => {
+                let reported = self.settings_mut()?.set(name, v)?;
+                if lower == "timezone" || lower == "time zone" {
+                    self.apply_time_zone(v)?;
+                }
+                reported
+            }
+        };
+        Ok(Output::Command(
+            Command::new("SET").with_parameter_status(reported.into_iter().collect()),
+        ))
+    }
+
+    /// Makes timestamptz values render in the session's time zone.
+    fn apply_time_zone(&self, tz: &str) -> Result<()> {
+        let offset = if tz.eq_ignore_ascii_case("utc") {
+            "+00:00"
+        } else {
+            tz
+        };
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state
+            .config_mut()
+            .options_mut()
+            .set("datafusion.execution.time_zone", offset)
+            .map_err(|e| Error::data("22023", format!("invalid time zone \"{tz}\": {e}")))
+    }
+
+    /// The columns a statement returns, without running it (`None` for
+    /// statements that return no rows). `plan` is from [`Session::prepare`].
+    pub fn describe(
+        &self,
+        statement: &Statement,
+        plan: Option<&LogicalPlan>,
+    ) -> Result<Option<SchemaRef>> {
+        Ok(match statement {
+            Statement::Query(_) => plan.map(|p| Arc::new(p.schema().as_arrow().clone())),
+            Statement::Show { name } if name.eq_ignore_ascii_case("all") => Some(show_all_schema()),
+            Statement::Show { name } => Some(show_schema(name)),
+            Statement::ShowObjects(_) => Some(objects_schema()),
+            Statement::Fetch { name, .. } => Some(
+                self.cursors
+                    .get(name)
+                    .ok_or_else(|| no_cursor(name))?
+                    .schema
+                    .clone(),
+            ),
+            _ => None,
+        })
+    }
+
+    /// Applies a parameter the client sent in its startup message.
+    pub fn set_startup_parameter(&mut self, name: &str, value: &str) -> Result<()> {
+        self.set(name, &SetValue::Value(value.to_string()))
+            .map(|_| ())
+    }
+
+    fn show(&self, name: &str) -> Result<Output> {
+        let lower = name.to_ascii_lowercase();
+        if lower == "all" {
+            let all = self.settings.read().map(|s| s.all()).unwrap_or_default();
+            let schema = show_all_schema();
+            let columns = [0, 1, 2].map(|i| {
+                all.iter()
+                    .map(|r| match i {
+                        0 => r.0.clone(),
+                        1 => r.1.clone(),
+                        _ => r.2.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            return Ok(Output::Rows(rows_from_batches(
+                schema.clone(),
+                vec![string_batch(schema, columns.to_vec())?],
+                "SHOW",
+            )));
+        }
+        let value = if lower.starts_with("datafusion.") {
+            let state = self.ctx.state();
+            state
+                .config_options()
+                .entries()
+                .into_iter()
+                .find(|e| e.key == lower)
+                .map(|e| e.value.unwrap_or_default())
+        } else {
+            self.setting(&lower)
+        };
+        let value = value.ok_or_else(|| {
+            Error::catalog(
+                CatalogErrorKind::UndefinedObject,
+                format!("unrecognized configuration parameter \"{name}\""),
+            )
+        })?;
+        let schema = show_schema(&lower);
+        let batch = string_batch(schema.clone(), vec![vec![value]])?;
+        Ok(Output::Rows(rows_from_batches(schema, vec![batch], "SHOW")))
+    }
+
+    fn show_objects(&self, kind: ObjectKind) -> Result<Output> {
+        let entries: Vec<Entry> = self
+            .db
+            .catalog()
+            .entries()
+            .into_iter()
+            .filter(|e| e.def.kind == kind)
+            .collect();
+        let schema = objects_schema();
+        let names = entries.iter().map(|e| e.def.name.clone()).collect();
+        let sql = entries.iter().map(|e| e.def.sql.clone()).collect();
+        let batch = string_batch(schema.clone(), vec![names, sql])?;
+        Ok(Output::Rows(rows_from_batches(schema, vec![batch], "SHOW")))
+    }
+
+    async fn fetch(&mut self, name: &str, count: Option<u64>) -> Result<Output> {
+        let cursor = self.cursors.get_mut(name).ok_or_else(|| no_cursor(name))?;
+        let mut wanted = count.map(|c| c as usize).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        while wanted > 0 {
+            let batch = match cursor.pending.take() {
+                Some(b) => b,
+                None => match cursor.stream.get_mut().next().await {
+                    Some(b) => b?,
+                    None => break,
+                },
+            };
+            if batch.num_rows() > wanted {
+                out.push(batch.slice(0, wanted));
+                cursor.pending = Some(batch.slice(wanted, batch.num_rows() - wanted));
+                wanted = 0;
+            } else {
+                wanted -= batch.num_rows();
+                out.push(batch);
+            }
+        }
+        Ok(Output::Rows(rows_from_batches(
+            cursor.schema.clone(),
+            out,
+            "FETCH",
+        )))
+    }
+
+    fn settings_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Settings>> {
+        self.settings
+            .write()
+            .map_err(|_| crate::internal!("settings lock poisoned"))
+    }
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    let lower = name.to_ascii_lowercase();
+    let column = if lower == "timezone" {
+        "TimeZone".to_string()
+    } else {
+        lower
+    };
+    Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]))
+}
+
+fn show_all_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("setting", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, false),
+    ]))
+}
+
+fn objects_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("definition", DataType::Utf8, false),
+    ]))
+}
+
+fn no_cursor(name: &str) -> Error {
+    Error::Plan {
+        sqlstate: "34000",
+        message: format!("cursor \"{name}\" does not exist"),
+    }
+}
+
+/// The catalog name of a DataFusion table reference.
+fn relation_name(name: &TableReference) -> Result<String> {
+    match name.schema() {
+        None => Ok(name.table().to_string()),
+        Some(s) if s == SCHEMA_NAME => Ok(name.table().to_string()),
+        Some(s) => Err(Error::catalog(
+            CatalogErrorKind::UndefinedObject,
+            format!("schema \"{s}\" does not exist (runnel keeps user objects in \"public\")"),
+        )),
+    }
+}
+
+/// Drains a DML result stream (one row with a `count` column).
+async fn count_rows(rows: Rows) -> Result<u64> {
+    let batches = rows.collect().await?;
+    let mut total = 0;
+    for batch in batches {
+        if let Some(col) = batch.column_by_name("count").and_then(|c| {
+            c.as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        }) {
+            total += col.iter().flatten().sum::<u64>();
+        }
+    }
+    Ok(total)
+}
+
+fn string_batch(schema: SchemaRef, columns: Vec<Vec<String>>) -> Result<RecordBatch> {
+    let arrays = columns
+        .into_iter()
+        .map(|c| Arc::new(datafusion::arrow::array::StringArray::from(c)) as _)
+        .collect();
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}

@@ -1,0 +1,244 @@
+//! Arrow <-> PostgreSQL encoding for result rows and COPY data, built on
+//! arrow-pg. Adds what arrow-pg lacks: json/jsonb columns (Arrow's canonical
+//! `arrow.json` extension, `pg.jsonb` marker) with jsonb's binary version byte.
+
+use std::sync::Arc;
+
+use bytes::BufMut;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, stream};
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{
+    CopyCsvOptions, CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::types::ToSqlText;
+use pgwire::types::format::FormatOptions;
+use postgres_types::{IsNull, ToSql, to_sql_checked};
+
+use super::error::to_pg_error;
+use crate::sql::CopyFormat;
+
+/// Field metadata marking a jsonb column (json columns carry only the
+/// `arrow.json` extension name).
+pub const JSONB_KEY: &str = "pg.jsonb";
+const EXTENSION_NAME: &str = "ARROW:extension:name";
+
+/// The PostgreSQL type of an Arrow field.
+pub fn pg_type(field: &Field) -> PgWireResult<Type> {
+    if field.metadata().get(EXTENSION_NAME).map(String::as_str) == Some("arrow.json") {
+        return Ok(if field.metadata().contains_key(JSONB_KEY) {
+            Type::JSONB
+        } else {
+            Type::JSON
+        });
+    }
+    arrow_pg::datatypes::field_into_pg_type(&Arc::new(field.clone()))
+}
+
+/// RowDescription fields for a result schema in the requested formats.
+pub fn pg_fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut info = FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f)?,
+                format.format_for(i),
+            );
+            if let Some(o) = &options {
+                info = info.with_format_options(o.clone());
+            }
+            Ok(info)
+        })
+        .collect()
+}
+
+/// jsonb's binary form: a version byte, then the JSON text.
+#[derive(Debug)]
+struct Jsonb<'a>(&'a str);
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u8(1);
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
+}
+
+impl ToSqlText for Jsonb<'_> {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+        _options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+/// Encodes one batch into DataRows.
+pub fn encode_batch(
+    fields: &Arc<Vec<FieldInfo>>,
+    batch: &RecordBatch,
+) -> Vec<PgWireResult<DataRow>> {
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    let schema = batch.schema();
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut result = Ok(());
+        for (col, array) in batch.columns().iter().enumerate() {
+            let pg_field = &fields[col];
+            result = if *pg_field.datatype() == Type::JSONB
+                && pg_field.format() == FieldFormat::Binary
+            {
+                encode_jsonb(&mut encoder, array.as_ref(), row, pg_field)
+            } else {
+                arrow_pg::encoder::encode_value(
+                    &mut encoder,
+                    array,
+                    row,
+                    schema.field(col),
+                    pg_field,
+                )
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        rows.push(result.map(|_| encoder.take_row()));
+    }
+    rows
+}
+
+fn encode_jsonb(
+    encoder: &mut DataRowEncoder,
+    array: &dyn Array,
+    row: usize,
+    field: &FieldInfo,
+) -> PgWireResult<()> {
+    let text: Option<&str> = if array.is_null(row) {
+        None
+    } else {
+        match array.data_type() {
+            DataType::Utf8 => Some(array.as_string::<i32>().value(row)),
+            DataType::LargeUtf8 => Some(array.as_string::<i64>().value(row)),
+            DataType::Utf8View => Some(array.as_string_view().value(row)),
+            other => {
+                return Err(PgWireError::ApiError(
+                    format!("jsonb column stored as {other}").into(),
+                ));
+            }
+        }
+    };
+    encoder.encode_field_with_type_and_format(
+        &text.map(Jsonb),
+        field.datatype(),
+        field.format(),
+        field.format_options(),
+    )
+}
+
+/// Turns a stream of batches into a stream of DataRows, stopping with an
+/// error when `interrupt` fires.
+pub fn row_stream(
+    fields: Arc<Vec<FieldInfo>>,
+    batches: SendableRecordBatchStream,
+) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    batches.flat_map(move |batch| {
+        let rows = match batch {
+            Ok(batch) => encode_batch(&fields, &batch),
+            Err(e) => vec![Err(to_pg_error(&crate::Error::from(e)))],
+        };
+        stream::iter(rows)
+    })
+}
+
+/// Turns a stream of batches into COPY rows (one CopyData per row).
+pub fn copy_stream(
+    fields: Arc<Vec<FieldInfo>>,
+    batches: SendableRecordBatchStream,
+    format: &CopyFormat,
+) -> impl Stream<Item = PgWireResult<pgwire::messages::copy::CopyData>> + Send + 'static {
+    let delimiter = (format.delimiter as char).to_string();
+    let mut encoder = if format.csv {
+        CopyEncoder::new_csv(
+            fields.clone(),
+            CopyCsvOptions {
+                delimiter: delimiter.into(),
+                quote: (format.quote as char).to_string().into(),
+                escape: (format.escape as char).to_string().into(),
+                null_string: format.null.clone().into(),
+                force_quote: vec![],
+            },
+        )
+    } else {
+        CopyEncoder::new_text(
+            fields.clone(),
+            CopyTextOptions {
+                delimiter: delimiter.into(),
+                null_string: format.null.clone().into(),
+            },
+        )
+    };
+    let header = format.header.then(|| {
+        let names: Vec<String> = fields.iter().map(|f| f.name().to_string()).collect();
+        let mut line = names.join(&(format.delimiter as char).to_string());
+        line.push('\n');
+        Ok(pgwire::messages::copy::CopyData::new(
+            line.into_bytes().into(),
+        ))
+    });
+    let rows = batches.flat_map(move |batch| {
+        let out: Vec<PgWireResult<pgwire::messages::copy::CopyData>> = match batch {
+            Ok(batch) => {
+                let schema = batch.schema();
+                let mut out = Vec::with_capacity(batch.num_rows());
+                for row in 0..batch.num_rows() {
+                    let mut result = Ok(());
+                    for (col, array) in batch.columns().iter().enumerate() {
+                        result = arrow_pg::encoder::encode_value(
+                            &mut encoder,
+                            array,
+                            row,
+                            schema.field(col),
+                            &fields[col],
+                        );
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    out.push(result.map(|_| encoder.take_copy()));
+                }
+                out
+            }
+            Err(e) => vec![Err(to_pg_error(&crate::Error::from(e)))],
+        };
+        stream::iter(out)
+    });
+    stream::iter(header).chain(rows)
+}

@@ -1,0 +1,445 @@
+//! pgwire's query handlers for one connection: the simple and the extended
+//! protocol both parse with the database's one parser and run statements
+//! through the connection's [`Session`]; COPY data flows through here too.
+//!
+//! Every running statement can be interrupted by a CancelRequest or the
+//! session's statement_timeout, both while it is planned and while its rows
+//! stream to the client.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::logical_expr::LogicalPlan;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Sink, SinkExt, StreamExt, stream};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::types::format::FormatOptions;
+
+use super::Connection;
+use super::encode::{copy_stream, pg_fields, row_stream};
+use super::error::{from_pg_error, to_pg_error};
+use crate::database::{Output, rows_from_batches};
+use crate::error::Error;
+use crate::sql::ParsedStatement;
+
+/// Resolves with the reason when the running statement must stop.
+type Interrupt = Shared<BoxFuture<'static, &'static str>>;
+
+/// A statement prepared by the extended protocol's Parse.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    parsed: ParsedStatement,
+    /// DataFusion's plan, with `$n` placeholders, for queries and INSERT.
+    plan: Option<LogicalPlan>,
+    /// Parameter types as told to the client.
+    param_types: Vec<Type>,
+    /// Parameter types as DataFusion inferred them.
+    inferred: Vec<Option<DataType>>,
+    /// Result columns, for statements that return rows.
+    schema: Option<SchemaRef>,
+}
+
+impl Connection {
+    /// A future that fires on CancelRequest or statement_timeout.
+    async fn interrupt(&self, timeout: Option<std::time::Duration>) -> Interrupt {
+        let handle = self
+            .cancel
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|(handle, _)| handle.clone()));
+        let cancel = match handle {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        async move {
+            let canceled = async move {
+                if let Some(rx) = cancel
+                    && rx.await.is_ok()
+                {
+                    return "user request";
+                }
+                futures::future::pending().await
+            };
+            match timeout {
+                Some(t) => tokio::select! {
+                    r = canceled => r,
+                    _ = tokio::time::sleep(t) => "statement timeout",
+                },
+                None => canceled.await,
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Runs one statement and turns its output into a pgwire response.
+    /// `materialize` reads all rows now (for statements that are not the last
+    /// of a multi-statement query, so that statements take effect in order).
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        statement: &ParsedStatement,
+        prepared: Option<(LogicalPlan, datafusion::common::ParamValues)>,
+        format: &Format,
+        materialize: bool,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        let session = guard
+            .as_mut()
+            .ok_or_else(|| to_pg_error(&crate::internal!("query before startup finished")))?;
+        let interrupt = self.interrupt(session.statement_timeout()).await;
+        let output = tokio::select! {
+            output = session.execute_statement(statement, prepared) => output,
+            reason = interrupt.clone() => Err(Error::Canceled(reason)),
+        };
+        drop(guard);
+        let output = output.map_err(|e| to_pg_error(&e))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        Ok(match output {
+            Output::Rows(mut rows) => {
+                if materialize {
+                    let tag = rows.tag;
+                    let schema = rows.schema.clone();
+                    let batches = tokio::select! {
+                        b = rows.collect() => b.map_err(|e| to_pg_error(&e))?,
+                        reason = interrupt.clone() => return Err(to_pg_error(&Error::Canceled(reason))),
+                    };
+                    rows = rows_from_batches(schema, batches, tag);
+                }
+                let fields = Arc::new(pg_fields(&rows.schema, format, Some(options))?);
+                let data = interruptible(row_stream(fields.clone(), rows.stream), interrupt);
+                let mut response = QueryResponse::new(fields, data);
+                response.set_command_tag(rows.tag);
+                Response::Query(response)
+            }
+            Output::Command(command) => {
+                for notice in command.notices {
+                    let info = ErrorInfo::new("NOTICE".into(), "00000".into(), notice);
+                    client
+                        .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                            info,
+                        )))
+                        .await?;
+                }
+                for (name, value) in command.parameter_status {
+                    client
+                        .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                            name, value,
+                        )))
+                        .await?;
+                }
+                Response::Execution(Tag::new(&command.tag))
+            }
+            Output::TransactionStart(tag) => Response::TransactionStart(Tag::new(&tag)),
+            Output::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
+            Output::CopyIn(copy) => {
+                let columns = copy.column_count();
+                *self.copy.lock().await = Some((copy, None));
+                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+            }
+            Output::CopyOut(copy) => {
+                let fields = Arc::new(pg_fields(
+                    &copy.rows.schema,
+                    &Format::UnifiedText,
+                    Some(options),
+                )?);
+                let columns = fields.len();
+                let data = interruptible(
+                    copy_stream(fields, copy.rows.stream, &copy.format),
+                    interrupt,
+                );
+                Response::CopyOut(CopyResponse::new(0, columns, data))
+            }
+        })
+    }
+}
+
+/// Ends `rows` with a 57014 error as soon as `interrupt` fires.
+fn interruptible<T: Send + 'static>(
+    rows: impl futures::Stream<Item = PgWireResult<T>> + Send + 'static,
+    interrupt: Interrupt,
+) -> impl futures::Stream<Item = PgWireResult<T>> + Send + 'static {
+    stream::unfold(Some((rows.boxed(), interrupt)), |state| async move {
+        let (mut rows, interrupt) = state?;
+        tokio::select! {
+            item = rows.next() => item.map(|item| (item, Some((rows, interrupt)))),
+            reason = interrupt.clone() => Some((Err(to_pg_error(&Error::Canceled(reason))), None)),
+        }
+    })
+}
+
+fn error_response(e: PgWireError) -> Response {
+    match from_pg_error(e) {
+        PgWireError::UserError(info) => Response::Error(info),
+        other => Response::Error(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "XX000".into(),
+            other.to_string(),
+        ))),
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = self.db.parser().parse(query).map_err(|e| to_pg_error(&e))?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let last = statements.len() - 1;
+        let mut responses = Vec::with_capacity(statements.len());
+        for (i, statement) in statements.iter().enumerate() {
+            match self
+                .run(client, statement, None, &Format::UnifiedText, i < last)
+                .await
+            {
+                Ok(response) => {
+                    let stop = matches!(response, Response::CopyIn(_));
+                    responses.push(response);
+                    if stop {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    responses.push(error_response(e));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Parses and plans statements for the extended protocol.
+pub struct StatementParser {
+    pub(super) db: crate::Database,
+    pub(super) session: Arc<tokio::sync::Mutex<Option<crate::Session>>>,
+}
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let parsed = match self
+            .db
+            .parser()
+            .parse_single(sql)
+            .map_err(|e| to_pg_error(&e))?
+        {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        let guard = self.session.lock().await;
+        let session = guard
+            .as_ref()
+            .ok_or_else(|| to_pg_error(&crate::internal!("parse before startup finished")))?;
+        let plan = session
+            .prepare(&parsed)
+            .await
+            .map_err(|e| to_pg_error(&e))?;
+        let schema = session
+            .describe(&parsed.statement, plan.as_ref())
+            .map_err(|e| to_pg_error(&e))?;
+        let inferred = match &plan {
+            Some(plan) => parameter_types(plan).map_err(|e| to_pg_error(&e))?,
+            None => Vec::new(),
+        };
+        let count = inferred.len().max(types.len());
+        let mut param_types = Vec::with_capacity(count);
+        for i in 0..count {
+            let ty = match (
+                types.get(i).cloned().flatten(),
+                inferred.get(i).cloned().flatten(),
+            ) {
+                (Some(t), _) if t != Type::UNKNOWN => t,
+                (_, Some(dt)) => arrow_pg::datatypes::into_pg_type(&dt)?,
+                _ => Type::TEXT,
+            };
+            param_types.push(ty);
+        }
+        Ok(Some(Prepared {
+            parsed,
+            plan,
+            param_types,
+            inferred,
+            schema,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.param_types.clone())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.schema {
+            Some(schema) => pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The `$1..$n` parameter types DataFusion inferred, in order.
+fn parameter_types(plan: &LogicalPlan) -> crate::Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    let mut ordered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(id, ty)| {
+            id.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, ty))
+        })
+        .collect();
+    ordered.sort_by_key(|(n, _)| *n);
+    let count = ordered.last().map(|(n, _)| *n).unwrap_or(0);
+    let mut out = vec![None; count];
+    for (n, ty) in ordered {
+        if n >= 1 {
+            out[n - 1] = ty;
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<StatementParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let bound = match &prepared.plan {
+            Some(plan) => {
+                let inferred: Vec<Option<&DataType>> =
+                    prepared.inferred.iter().map(|t| t.as_ref()).collect();
+                let server: Vec<Option<&Type>> = prepared.param_types.iter().map(Some).collect();
+                let params = arrow_pg::datatypes::df::deserialize_parameters_with_server_types(
+                    portal, &inferred, &server,
+                )
+                .map_err(from_pg_error)?;
+                Some((plan.clone(), params))
+            }
+            None => None,
+        };
+        self.run(
+            client,
+            &prepared.parsed,
+            bound,
+            &portal.result_column_format,
+            false,
+        )
+        .await
+        .map_err(from_pg_error)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut copy = self.copy.lock().await;
+        // After the first bad row, the rest of the data is read and dropped;
+        // the error is reported when the client ends the COPY.
+        if let Some((copy_in, error @ None)) = copy.as_mut()
+            && let Err(e) = copy_in.push(&copy_data.data)
+        {
+            *error = Some(e);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let taken = self.copy.lock().await.take();
+        let Some((copy_in, error)) = taken else {
+            return Err(to_pg_error(&Error::Plan {
+                sqlstate: "08P01",
+                message: "COPY data received outside of COPY".into(),
+            }));
+        };
+        if let Some(e) = error {
+            return Err(to_pg_error(&e));
+        }
+        let rows = copy_in.finish().await.map_err(|e| to_pg_error(&e))?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy.lock().await.take();
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
+}

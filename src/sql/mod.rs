@@ -1,0 +1,11 @@
+//! SQL surface: the typed statement enum and the parser that produces it.
+//!
+//! Everything downstream matches on [`Statement`]; nothing matches on SQL
+//! text. New statements (CREATE SOURCE, SUBSCRIBE, ...) are added here: a
+//! variant in `statement.rs` and an extension parser in `parser.rs`.
+
+mod parser;
+mod statement;
+
+pub use parser::{ParsedStatement, Parser, object_name};
+pub use statement::*;

@@ -1,0 +1,12 @@
+//! The one integration-test binary: the real `runnel` binary driven over real
+//! sockets by tokio-postgres, psql, Python drivers and hostile clients.
+//!
+//! Each module owns one way of talking to the server; `harness` starts and
+//! stops servers. Tests here must not reach into the crate's internals.
+
+mod durability;
+mod harness;
+mod hostile;
+mod psql;
+mod python;
+mod wire;
