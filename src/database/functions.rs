@@ -7,8 +7,12 @@ use std::sync::{Arc, RwLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::types::{logical_boolean, logical_string};
 use datafusion::common::{DataFusionError, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{
+    Coercion, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, TypeSignatureClass, Volatility, create_udf,
+};
 use datafusion::prelude::SessionContext;
 
 use super::{SessionInfo, Settings, version_string};
@@ -32,8 +36,9 @@ pub fn register_session_functions(
     for name in ["session_user", "current_user", "user"] {
         ctx.register_udf(constant(name, ScalarValue::Utf8(Some(info.user.clone()))));
     }
-    ctx.register_udf(current_setting(settings.clone(), false));
-    ctx.register_udf(current_setting(settings.clone(), true));
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new(
+        settings.clone(),
+    )));
     ctx.register_udf(set_config(settings));
 }
 
@@ -50,36 +55,81 @@ fn constant(name: &str, value: ScalarValue) -> ScalarUDF {
 }
 
 /// `current_setting(name)` and `current_setting(name, missing_ok)`.
-fn current_setting(settings: Arc<RwLock<Settings>>, with_missing_ok: bool) -> ScalarUDF {
-    let inputs = if with_missing_ok {
-        vec![DataType::Utf8, DataType::Boolean]
-    } else {
-        vec![DataType::Utf8]
-    };
-    create_udf(
-        "current_setting",
-        inputs,
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let missing_ok = match args.get(1) {
-                Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(b)))) => *b,
-                _ => false,
-            };
-            let settings = settings
-                .read()
-                .map_err(|_| DataFusionError::Internal("settings lock poisoned".into()))?;
-            map_strings(&args[0], |name| match settings.get(name) {
-                Some(v) => Ok(Some(v)),
-                None if missing_ok => Ok(None),
-                None => Err(crate::error::Error::catalog(
-                    crate::error::CatalogErrorKind::UndefinedObject,
-                    format!("unrecognized configuration parameter \"{name}\""),
-                )
-                .into()),
-            })
-        }),
-    )
+#[derive(Debug)]
+struct CurrentSetting {
+    settings: Arc<RwLock<Settings>>,
+    signature: Signature,
+}
+
+impl CurrentSetting {
+    fn new(settings: Arc<RwLock<Settings>>) -> Self {
+        CurrentSetting {
+            settings,
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Coercible(vec![Coercion::new_exact(
+                        TypeSignatureClass::Native(logical_string()),
+                    )]),
+                    TypeSignature::Coercible(vec![
+                        Coercion::new_exact(TypeSignatureClass::Native(logical_string())),
+                        Coercion::new_exact(TypeSignatureClass::Native(logical_boolean())),
+                    ]),
+                ],
+                Volatility::Stable,
+            ),
+        }
+    }
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.settings, &other.settings)
+    }
+}
+
+impl Eq for CurrentSetting {}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.settings).hash(state)
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let missing_ok = match args.args.get(1) {
+            Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(b)))) => *b,
+            _ => false,
+        };
+        let settings = self
+            .settings
+            .read()
+            .map_err(|_| DataFusionError::Internal("settings lock poisoned".into()))?;
+        map_strings(&args.args[0], |name| match settings.get(name) {
+            Some(v) => Ok(Some(v)),
+            None if missing_ok => Ok(None),
+            None => Err(crate::error::Error::catalog(
+                crate::error::CatalogErrorKind::UndefinedObject,
+                format!("unrecognized configuration parameter \"{name}\""),
+            )
+            .into()),
+        })
+    }
 }
 
 /// `set_config(name, value, is_local)`: sets and returns the value.

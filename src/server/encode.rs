@@ -242,3 +242,28 @@ pub fn copy_stream(
     });
     stream::iter(header).chain(rows)
 }
+
+/// Every value of `batch` in PostgreSQL's text format, exactly as a client
+/// receives it (NULL as `None`). Lets in-process tests compare with the wire.
+pub fn text_rows(batch: &RecordBatch) -> PgWireResult<Vec<Vec<Option<String>>>> {
+    let fields = Arc::new(pg_fields(batch.schema_ref(), &Format::UnifiedText, None)?);
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in encode_batch(&fields, batch) {
+        let row = row?;
+        let mut data: &[u8] = &row.data;
+        let mut values = Vec::with_capacity(row.field_count as usize);
+        for _ in 0..row.field_count {
+            let len = i32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+            data = &data[4..];
+            if len < 0 {
+                values.push(None);
+            } else {
+                let (value, rest) = data.split_at(len as usize);
+                values.push(Some(String::from_utf8_lossy(value).into_owned()));
+                data = rest;
+            }
+        }
+        out.push(values);
+    }
+    Ok(out)
+}

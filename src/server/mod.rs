@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-pub use encode::{JSONB_KEY, encode_batch, pg_fields, pg_type};
+pub use encode::{JSONB_KEY, encode_batch, pg_fields, pg_type, text_rows};
 
 use crate::Database;
 use crate::database::{CopyIn, Session};

@@ -5,6 +5,7 @@
 //! variant in `statement.rs` and an extension parser in `parser.rs`.
 
 mod parser;
+mod rewrite;
 mod statement;
 
 pub use parser::{ParsedStatement, Parser, object_name};

@@ -103,7 +103,13 @@ impl Parser {
                 statements.len()
             ));
         }
-        classify(statements.remove(0))
+        let mut statement = statements.remove(0);
+        if let ast::Statement::Query(_) = statement
+            && super::rewrite::rewrite_query(&mut statement)
+        {
+            statement = self.compat.rewrite(statement);
+        }
+        classify(statement)
     }
 }
 
@@ -164,9 +170,8 @@ fn expect_end(parser: &mut SqlParser) -> Result<()> {
 fn classify(statement: ast::Statement) -> Result<Statement> {
     use ast::Statement as S;
     Ok(match statement {
-        S::Query(_) | S::Explain { .. } | S::ExplainTable { .. } => {
-            Statement::Query(Box::new(statement))
-        }
+        S::Query(_) => Statement::Query(Box::new(statement)),
+        S::Explain { .. } | S::ExplainTable { .. } => Statement::Query(Box::new(statement)),
         S::Insert(_) => Statement::Insert(Box::new(statement)),
         S::CreateTable(_) => Statement::CreateTable(Box::new(statement)),
         S::CreateView(ref v) if v.materialized => {

@@ -1,0 +1,205 @@
+//! PostgreSQL behaviours DataFusion's SQL front end lacks, applied to the AST
+//! after parsing (next to datafusion-pg-catalog's own rewrites):
+//!
+//! - result column names: PostgreSQL names an unaliased `count(*)` column
+//!   `count`, `x::int` `x`, and other expressions `?column?`; DataFusion
+//!   would say `count(*)`, `CAST(x AS Int32)`, `Int64(1)`.
+//! - `ARRAY(subquery)`, which psql's `\d+` sends, becomes an `array_agg`
+//!   over the subquery.
+//!
+//! Rewrites only touch the AST; they never look at SQL text.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query, SelectItem, SetExpr,
+    Statement, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Applies every rewrite to a query statement. Returns true when an
+/// `ARRAY(subquery)` was rewritten, so that the compatibility rules (which
+/// handle subqueries DataFusion cannot decorrelate) run over the result.
+pub fn rewrite_query(statement: &mut Statement) -> bool {
+    let mut arrays = ArraySubquery(false);
+    let _ = statement.visit(&mut arrays);
+    if let Statement::Query(query) = statement {
+        name_columns(query);
+    }
+    arrays.0
+}
+
+/// Gives the outermost SELECT's unaliased expressions PostgreSQL's names,
+/// unless that would repeat a name already in the list.
+fn name_columns(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let mut used: HashSet<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_lowercase()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(|i| i.value.to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
+    for item in select.projection.iter_mut() {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        let Some(name) = postgres_name(expr) else {
+            continue;
+        };
+        if !used.insert(name.clone()) {
+            continue;
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::with_quote('"', name),
+        };
+    }
+}
+
+/// The column name PostgreSQL gives an unaliased expression; `None` when
+/// DataFusion already agrees (plain column references).
+fn postgres_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase()),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr.as_ref() {
+            Expr::Identifier(i) => Some(i.value.to_lowercase()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_lowercase()),
+            inner @ Expr::Function(_) => postgres_name(inner),
+            _ => Some(data_type.to_string().to_lowercase()),
+        },
+        Expr::Nested(inner) => postgres_name(inner),
+        _ => Some("?column?".to_string()),
+    }
+}
+
+/// `ARRAY(SELECT e FROM ...)` → `(SELECT array_agg(e) FROM ...)`: the
+/// aggregate moves into the subquery so that references to outer columns
+/// stay in scope.
+struct ArraySubquery(bool);
+
+impl VisitorMut for ArraySubquery {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("array")
+            && let FunctionArguments::Subquery(query) = &f.args
+            && let Some(rewritten) = aggregate_subquery(query)
+        {
+            *expr = Expr::Subquery(Box::new(rewritten));
+            self.0 = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn aggregate_subquery(query: &Query) -> Option<Query> {
+    let mut query = query.clone();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    if select.projection.len() != 1 {
+        return None;
+    }
+    let inner = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+        _ => return None,
+    };
+    let aggregate = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("array_agg({inner})"))
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    select.projection = vec![SelectItem::UnnamedExpr(aggregate)];
+    for table in select.from.iter_mut() {
+        strip_pg_catalog(&mut table.relation);
+    }
+    Some(query)
+}
+
+/// `[pg_catalog.]unnest(array) AS x` in FROM is DataFusion's UNNEST relation.
+fn strip_pg_catalog(relation: &mut TableFactor) {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        ..
+    } = relation
+    else {
+        return;
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.to_string().to_lowercase())
+        .collect();
+    let is_unnest = matches!(parts.as_slice(), [f] | [_, f] if f == "unnest")
+        && (parts.len() == 1 || parts[0] == "pg_catalog");
+    if !is_unnest {
+        return;
+    }
+    let array_exprs = args
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    if array_exprs.len() != args.args.len() {
+        return;
+    }
+    *relation = TableFactor::UNNEST {
+        alias: alias.take(),
+        array_exprs,
+        with_offset: false,
+        with_offset_alias: None,
+        with_ordinality: false,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite_query(&mut s);
+        s.to_string()
+    }
+
+    #[test]
+    fn names_columns_like_postgres() {
+        assert_eq!(
+            rewritten("SELECT a, count(*), x::int, 'a'::text, 1, count(b) FROM t"),
+            "SELECT a, count(*) AS \"count\", x::INT AS \"x\", 'a'::TEXT AS \"text\", 1 AS \"?column?\", count(b) FROM t"
+        );
+    }
+
+    #[test]
+    fn array_subquery_becomes_array_agg() {
+        assert_eq!(
+            rewritten("SELECT array(select 'a' || x from pg_catalog.unnest(t.o) x) AS a FROM t"),
+            "SELECT (SELECT array_agg('a' || x) FROM UNNEST(t.o) x) AS a FROM t"
+        );
+    }
+}
