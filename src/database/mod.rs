@@ -10,6 +10,7 @@ mod copy;
 mod functions;
 mod output;
 mod settings;
+mod types;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -231,7 +232,10 @@ fn build_state(config: &Config, catalog: &Arc<Catalog>) -> Result<SessionState> 
         Arc::new(InformationSchema::new(catalog.clone())),
     )?;
     functions::register_database_functions(&ctx);
-    Ok(ctx.state())
+    let state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_type_planner(Arc::new(types::RunnelTypePlanner::default()))
+        .build();
+    Ok(state)
 }
 
 /// A view's TableProvider and the names it reads from.
