@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, new_null_array};
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -127,7 +127,7 @@ struct PgClass {
 #[async_trait]
 impl TableProvider for PgClass {
     fn schema(&self) -> SchemaRef {
-        self.classes.schema()
+        with_reloptions(&self.classes.schema())
     }
 
     fn table_type(&self) -> TableType {
@@ -145,6 +145,7 @@ impl TableProvider for PgClass {
         // patched, when the query runs, so they are current for every query.
         let partition = PatchedClasses {
             schema: self.schema(),
+            inner_schema: self.classes.schema(),
             classes: self.classes.scan(state, None, &[], None).await?,
             namespaces: self.namespaces.scan(state, None, &[], None).await?,
             catalog: self.catalog.clone(),
@@ -158,6 +159,8 @@ impl TableProvider for PgClass {
 #[derive(Debug, Clone)]
 struct PatchedClasses {
     schema: SchemaRef,
+    /// The schema datafusion-pg-catalog produces, before `reloptions`.
+    inner_schema: SchemaRef,
     classes: Arc<dyn ExecutionPlan>,
     namespaces: Arc<dyn ExecutionPlan>,
     catalog: Arc<Catalog>,
@@ -167,7 +170,7 @@ impl PatchedClasses {
     async fn rows(self, ctx: Arc<TaskContext>) -> DfResult<RecordBatch> {
         let classes = collect(self.classes, ctx.clone()).await?;
         let namespaces = collect(self.namespaces, ctx).await?;
-        let classes = concat_batches(&self.schema, &classes)?;
+        let classes = concat_batches(&self.inner_schema, &classes)?;
         let public = public_namespaces(&namespaces)?;
         let kinds: HashMap<String, ObjectKind> = self
             .catalog
@@ -175,8 +178,26 @@ impl PatchedClasses {
             .into_iter()
             .map(|e| (e.def.name, e.def.kind))
             .collect();
-        set_relkinds(&classes, &public, &kinds)
+        let patched = set_relkinds(&classes, &public, &kinds)?;
+        let mut columns = patched.columns().to_vec();
+        columns.push(new_null_array(&reloptions_type(), patched.num_rows()));
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
+}
+
+/// `reloptions` (storage parameters, `text[]`): psql's `\d+` reads it and
+/// datafusion-pg-catalog does not provide it. Runnel objects have none.
+fn reloptions_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+fn with_reloptions(schema: &SchemaRef) -> SchemaRef {
+    if schema.field_with_name("reloptions").is_ok() {
+        return schema.clone();
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("reloptions", reloptions_type(), true));
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 impl PartitionStream for PatchedClasses {

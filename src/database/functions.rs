@@ -21,6 +21,22 @@ use super::{SessionInfo, Settings, version_string};
 pub fn register_database_functions(ctx: &SessionContext) {
     let version = version_string();
     ctx.register_udf(constant("version", ScalarValue::Utf8(Some(version))));
+    // Comments (COMMENT ON) are not supported, so every object's comment is
+    // NULL, which is what PostgreSQL answers for an uncommented object.
+    for (name, args) in [
+        ("col_description", vec![DataType::Int64, DataType::Int64]),
+        ("obj_description", vec![DataType::Int64]),
+        ("obj_description", vec![DataType::Int64, DataType::Utf8]),
+        ("shobj_description", vec![DataType::Int64, DataType::Utf8]),
+    ] {
+        ctx.register_udf(create_udf(
+            name,
+            args,
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+        ));
+    }
 }
 
 /// Functions bound to one session's settings and identity.

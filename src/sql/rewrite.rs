@@ -13,7 +13,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query, SelectItem, SetExpr,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, LambdaFunction,
+    LambdaFunctionParameter, LambdaSyntax, OneOrManyWithParens, Query, SelectItem, SetExpr,
     Statement, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -102,6 +103,13 @@ impl VisitorMut for ArraySubquery {
         if let Expr::Function(f) = expr
             && f.name.to_string().eq_ignore_ascii_case("array")
             && let FunctionArguments::Subquery(query) = &f.args
+            && let Some(mapped) = transform_unnest(query)
+        {
+            *expr = mapped;
+            self.0 = true;
+        } else if let Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("array")
+            && let FunctionArguments::Subquery(query) = &f.args
             && let Some(rewritten) = aggregate_subquery(query)
         {
             *expr = Expr::Subquery(Box::new(rewritten));
@@ -109,6 +117,71 @@ impl VisitorMut for ArraySubquery {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `ARRAY(SELECT e(x) FROM unnest(arr) x)` is a map over `arr`:
+/// `array_transform(arr, x -> e(x))`, which needs no decorrelation.
+fn transform_unnest(query: &Query) -> Option<Expr> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || select.selection.is_some()
+        || select.having.is_some()
+        || select.from.len() != 1
+        || !select.from[0].joins.is_empty()
+        || select.projection.len() != 1
+        || select.distinct.is_some()
+    {
+        return None;
+    }
+    let body = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+        _ => return None,
+    };
+    let mut relation = select.from[0].relation.clone();
+    strip_pg_catalog(&mut relation);
+    let TableFactor::UNNEST {
+        alias: Some(alias),
+        array_exprs,
+        with_offset: false,
+        with_ordinality: false,
+        ..
+    } = relation
+    else {
+        return None;
+    };
+    let [array] = array_exprs.as_slice() else {
+        return None;
+    };
+    let param = match alias.columns.as_slice() {
+        [] => alias.name.clone(),
+        [column] => column.name.clone(),
+        _ => return None,
+    };
+    let mut call = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql("array_transform(a, b)")
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    if let Expr::Function(f) = &mut call
+        && let FunctionArguments::List(list) = &mut f.args
+    {
+        let lambda = Expr::Lambda(LambdaFunction {
+            params: OneOrManyWithParens::One(LambdaFunctionParameter {
+                name: param,
+                data_type: None,
+            }),
+            body: Box::new(body),
+            syntax: LambdaSyntax::Arrow,
+        });
+        list.args = vec![
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(array.clone())),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(lambda)),
+        ];
+        return Some(call);
+    }
+    None
 }
 
 fn aggregate_subquery(query: &Query) -> Option<Query> {
@@ -198,8 +271,12 @@ mod tests {
     #[test]
     fn array_subquery_becomes_array_agg() {
         assert_eq!(
+            rewritten("SELECT array(select a from t where b) AS a"),
+            "SELECT (SELECT array_agg(a) FROM t WHERE b) AS a"
+        );
+        assert_eq!(
             rewritten("SELECT array(select 'a' || x from pg_catalog.unnest(t.o) x) AS a FROM t"),
-            "SELECT (SELECT array_agg('a' || x) FROM UNNEST(t.o) x) AS a FROM t"
+            "SELECT array_transform(t.o, x -> 'a' || x) AS a FROM t"
         );
     }
 }
