@@ -360,7 +360,10 @@ fn plan_error(message: String) -> Error {
             message,
         };
     }
-    if message.starts_with("Unsupported") || message.contains("not supported") {
+    if message.starts_with("Unsupported")
+        || message.contains("not supported")
+        || message.starts_with("Correlated scalar subquery must be aggregated")
+    {
         return Error::Unsupported(message);
     }
     if message.contains("already exists") {
@@ -373,6 +376,12 @@ fn plan_error(message: String) -> Error {
 }
 
 fn execution_error(message: String) -> Error {
+    if message.contains("more than one row") {
+        return Error::data(
+            "21000",
+            "more than one row returned by a subquery used as an expression",
+        );
+    }
     if message.contains("Division by zero") || message.contains("Divide by zero") {
         return Error::data("22012", "division by zero");
     }

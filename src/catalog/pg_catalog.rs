@@ -64,7 +64,13 @@ pub fn relkind(kind: ObjectKind) -> &'static str {
 pub struct RunnelPgCatalog {
     inner: Arc<dyn SchemaProvider>,
     catalog: Arc<Catalog>,
+    hidden: Hidden,
 }
+
+/// OIDs of relations outside the search path (`information_schema`), as of
+/// the last `pg_class` scan. `pg_table_is_visible` answers from it; the
+/// queries that call it take their OIDs from that same scan.
+type Hidden = Arc<std::sync::RwLock<HashSet<i32>>>;
 
 impl RunnelPgCatalog {
     /// Registers `pg_catalog` and the PostgreSQL functions on `ctx`, then
@@ -78,7 +84,16 @@ impl RunnelPgCatalog {
         let inner = db
             .schema("pg_catalog")
             .ok_or_else(|| crate::internal!("pg_catalog was not registered"))?;
-        db.register_schema("pg_catalog", Arc::new(RunnelPgCatalog { inner, catalog }))?;
+        let hidden = Hidden::default();
+        ctx.register_udf(visibility_udf(hidden.clone()));
+        db.register_schema(
+            "pg_catalog",
+            Arc::new(RunnelPgCatalog {
+                inner,
+                catalog,
+                hidden,
+            }),
+        )?;
         ctx.register_udf(owner_udf());
         Ok(())
     }
@@ -104,6 +119,7 @@ impl SchemaProvider for RunnelPgCatalog {
             classes: table,
             namespaces,
             catalog: self.catalog.clone(),
+            hidden: self.hidden.clone(),
         })))
     }
 
@@ -122,6 +138,7 @@ struct PgClass {
     classes: Arc<dyn TableProvider>,
     namespaces: Arc<dyn TableProvider>,
     catalog: Arc<Catalog>,
+    hidden: Hidden,
 }
 
 #[async_trait]
@@ -149,6 +166,7 @@ impl TableProvider for PgClass {
             classes: self.classes.scan(state, None, &[], None).await?,
             namespaces: self.namespaces.scan(state, None, &[], None).await?,
             catalog: self.catalog.clone(),
+            hidden: self.hidden.clone(),
         };
         StreamingTable::try_new(self.schema(), vec![Arc::new(partition)])?
             .scan(state, projection, filters, limit)
@@ -164,6 +182,7 @@ struct PatchedClasses {
     classes: Arc<dyn ExecutionPlan>,
     namespaces: Arc<dyn ExecutionPlan>,
     catalog: Arc<Catalog>,
+    hidden: Hidden,
 }
 
 impl PatchedClasses {
@@ -171,14 +190,24 @@ impl PatchedClasses {
         let classes = collect(self.classes, ctx.clone()).await?;
         let namespaces = collect(self.namespaces, ctx).await?;
         let classes = concat_batches(&self.inner_schema, &classes)?;
-        let public = public_namespaces(&namespaces)?;
+        let public = namespaces_named(&namespaces, SCHEMA_NAME)?;
+        let off_path = namespaces_named(&namespaces, "information_schema")?;
         let kinds: HashMap<String, ObjectKind> = self
             .catalog
             .entries()
             .into_iter()
             .map(|e| (e.def.name, e.def.kind))
             .collect();
-        let patched = set_relkinds(&classes, &public, &kinds)?;
+        let patched = set_relkinds(&classes, &public, &off_path, &kinds)?;
+        let oids = int_column(&patched, "oid")?;
+        let relnamespaces = int_column(&patched, "relnamespace")?;
+        let hidden: HashSet<i32> = (0..patched.num_rows())
+            .filter(|&i| off_path.contains(&relnamespaces.value(i)))
+            .map(|i| oids.value(i))
+            .collect();
+        if let Ok(mut slot) = self.hidden.write() {
+            *slot = hidden;
+        }
         let mut columns = patched.columns().to_vec();
         columns.push(new_null_array(&reloptions_type(), patched.num_rows()));
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
@@ -214,17 +243,17 @@ impl PartitionStream for PatchedClasses {
     }
 }
 
-/// OIDs of the namespaces named `public`. Runnel registers one DataFusion
+/// OIDs of the namespaces called `wanted`. Runnel registers one DataFusion
 /// catalog, so there is exactly one; matching on the namespace OID (not only
 /// the name) keeps pg_catalog's own `pg_class` row apart from a user object
 /// that happens to be called `pg_class`.
-fn public_namespaces(batches: &[RecordBatch]) -> DfResult<HashSet<i32>> {
+fn namespaces_named(batches: &[RecordBatch], wanted: &str) -> DfResult<HashSet<i32>> {
     let mut oids = HashSet::new();
     for batch in batches {
         let names = string_column(batch, "nspname")?;
         let ids = int_column(batch, "oid")?;
         for i in 0..batch.num_rows() {
-            if names.is_valid(i) && names.value(i) == SCHEMA_NAME {
+            if names.is_valid(i) && names.value(i) == wanted {
                 oids.insert(ids.value(i));
             }
         }
@@ -235,6 +264,7 @@ fn public_namespaces(batches: &[RecordBatch]) -> DfResult<HashSet<i32>> {
 fn set_relkinds(
     batch: &RecordBatch,
     public: &HashSet<i32>,
+    information_schema: &HashSet<i32>,
     kinds: &HashMap<String, ObjectKind>,
 ) -> DfResult<RecordBatch> {
     let names = string_column(batch, "relname")?;
@@ -248,6 +278,8 @@ fn set_relkinds(
                 .flatten();
             match ours {
                 Some(kind) => Some(relkind(*kind)),
+                // information_schema relations are views, as in PostgreSQL.
+                None if information_schema.contains(&namespaces.value(i)) => Some("v"),
                 None => old.is_valid(i).then(|| old.value(i)),
             }
         })
@@ -273,6 +305,38 @@ fn int_column<'a>(
         .column_by_name(name)
         .and_then(|c| c.as_primitive_opt::<Int32Type>())
         .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog column {name} is not int4")))
+}
+
+/// `pg_table_is_visible(oid)`: false for relations outside the search path.
+fn visibility_udf(hidden: Hidden) -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        "pg_table_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let hidden = hidden
+                .read()
+                .map_err(|_| DataFusionError::Internal("visibility lock poisoned".into()))?;
+            let visible = |oid: Option<i32>| oid.map(|o| !hidden.contains(&o));
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(v) => {
+                    let oid = match v {
+                        ScalarValue::Int32(o) => *o,
+                        ScalarValue::Int64(o) => o.map(|o| o as i32),
+                        _ => None,
+                    };
+                    ColumnarValue::Scalar(ScalarValue::Boolean(visible(oid)))
+                }
+                ColumnarValue::Array(a) => {
+                    let a = datafusion::arrow::compute::cast(a, &DataType::Int32)?;
+                    let out: datafusion::arrow::array::BooleanArray =
+                        a.as_primitive::<Int32Type>().iter().map(visible).collect();
+                    ColumnarValue::Array(Arc::new(out))
+                }
+            })
+        }),
+    )
 }
 
 /// Reports the one runnel role in `pg_roles`.

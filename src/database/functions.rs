@@ -20,14 +20,49 @@ use super::{SessionInfo, Settings, version_string};
 /// Functions that are the same for every session.
 pub fn register_database_functions(ctx: &SessionContext) {
     let version = version_string();
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
+    // Types, functions, operators and collations all live in pg_catalog,
+    // which is always on the search path.
+    for name in [
+        "pg_collation_is_visible",
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+        "pg_operator_is_visible",
+        "pg_opclass_is_visible",
+        "pg_conversion_is_visible",
+    ] {
+        ctx.register_udf(create_udf(
+            name,
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| match &args[0] {
+                ColumnarValue::Scalar(v) => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(
+                    (!v.is_null()).then_some(true),
+                ))),
+                ColumnarValue::Array(a) => {
+                    let out: datafusion::arrow::array::BooleanArray = (0..a.len())
+                        .map(|i| a.is_valid(i).then_some(true))
+                        .collect();
+                    Ok(ColumnarValue::Array(Arc::new(out)))
+                }
+            }),
+        ));
+    }
     ctx.register_udf(constant("version", ScalarValue::Utf8(Some(version))));
     // Comments (COMMENT ON) are not supported, so every object's comment is
-    // NULL, which is what PostgreSQL answers for an uncommented object.
+    // NULL, which is what PostgreSQL answers for an uncommented object; and
+    // no column is backed by a sequence.
     for (name, args) in [
         ("col_description", vec![DataType::Int64, DataType::Int64]),
         ("obj_description", vec![DataType::Int64]),
         ("obj_description", vec![DataType::Int64, DataType::Utf8]),
         ("shobj_description", vec![DataType::Int64, DataType::Utf8]),
+        // No column is backed by a sequence.
+        (
+            "pg_get_serial_sequence",
+            vec![DataType::Utf8, DataType::Utf8],
+        ),
     ] {
         ctx.register_udf(create_udf(
             name,
@@ -205,5 +240,105 @@ fn map_strings(
             }
             Ok(ColumnarValue::Array(Arc::new(builder.finish()) as ArrayRef))
         }
+    }
+}
+
+/// `json_build_object(key, value, ...)`: a json object from alternating keys
+/// and values (SQLAlchemy's column reflection calls it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl JsonBuildObject {
+    fn new() -> Self {
+        JsonBuildObject {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
+        Ok(Arc::new(
+            super::types::json_field(false).with_name(self.name()),
+        ))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        if args.args.len() % 2 != 0 {
+            return Err(DataFusionError::Execution(
+                "argument list must have even number of elements".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut builder = StringBuilder::with_capacity(rows, rows * 32);
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                if key.is_null() {
+                    return Err(DataFusionError::Execution(
+                        "null value not allowed for object key".into(),
+                    ));
+                }
+                let key = match key {
+                    ScalarValue::Utf8(Some(k))
+                    | ScalarValue::Utf8View(Some(k))
+                    | ScalarValue::LargeUtf8(Some(k)) => k,
+                    other => other.to_string(),
+                };
+                object.insert(key, json_value(ScalarValue::try_from_array(&pair[1], row)?));
+            }
+            builder.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(builder.finish())))
+    }
+}
+
+fn json_value(value: ScalarValue) -> serde_json::Value {
+    use serde_json::Value;
+    if value.is_null() {
+        return Value::Null;
+    }
+    match value {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(b),
+        ScalarValue::Int8(Some(v)) => v.into(),
+        ScalarValue::Int16(Some(v)) => v.into(),
+        ScalarValue::Int32(Some(v)) => v.into(),
+        ScalarValue::Int64(Some(v)) => v.into(),
+        ScalarValue::UInt8(Some(v)) => v.into(),
+        ScalarValue::UInt16(Some(v)) => v.into(),
+        ScalarValue::UInt32(Some(v)) => v.into(),
+        ScalarValue::UInt64(Some(v)) => v.into(),
+        ScalarValue::Float32(Some(v)) => serde_json::Number::from_f64(v as f64)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        ScalarValue::Float64(Some(v)) => serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => Value::String(s),
+        other => Value::String(other.to_string()),
     }
 }

@@ -431,6 +431,15 @@ impl Session {
                 Ok(Output::Command(Command::new("CLOSE CURSOR")))
             }
             Statement::Flush => Ok(Output::Command(Command::new("FLUSH"))),
+            // Prepared statements belong to the wire protocol, which handles
+            // DEALLOCATE itself; a session on its own has none.
+            Statement::Deallocate { name: None } => {
+                Ok(Output::Command(Command::new("DEALLOCATE ALL")))
+            }
+            Statement::Deallocate { name: Some(name) } => Err(Error::Plan {
+                sqlstate: "26000",
+                message: format!("prepared statement \"{name}\" does not exist"),
+            }),
         }
     }
 

@@ -108,12 +108,25 @@ pub fn encode_batch(
 ) -> Vec<PgWireResult<DataRow>> {
     let mut encoder = DataRowEncoder::new(fields.clone());
     let schema = batch.schema();
+    let temporal: Vec<Option<TemporalText>> = batch
+        .columns()
+        .iter()
+        .zip(fields.iter())
+        .map(|(array, field)| TemporalText::try_new(array, field))
+        .collect();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let mut result = Ok(());
         for (col, array) in batch.columns().iter().enumerate() {
             let pg_field = &fields[col];
-            result = if *pg_field.datatype() == Type::JSONB
+            result = if let Some(t) = &temporal[col] {
+                encoder.encode_field_with_type_and_format(
+                    &t.text(row),
+                    pg_field.datatype(),
+                    pg_field.format(),
+                    pg_field.format_options(),
+                )
+            } else if *pg_field.datatype() == Type::JSONB
                 && pg_field.format() == FieldFormat::Binary
             {
                 encode_jsonb(&mut encoder, array.as_ref(), row, pg_field)
@@ -133,6 +146,111 @@ pub fn encode_batch(
         rows.push(result.map(|_| encoder.take_row()));
     }
     rows
+}
+
+/// Text form of timestamps and times as PostgreSQL writes them in the ISO
+/// date style: fractional seconds only as far as needed, timestamptz in the
+/// session's time zone with its offset.
+struct TemporalText {
+    /// The values as microseconds (since the epoch, or since midnight).
+    micros: datafusion::arrow::array::Int64Array,
+    kind: TemporalKind,
+}
+
+enum TemporalKind {
+    Timestamp,
+    TimestampTz(datafusion::arrow::array::timezone::Tz),
+    Time,
+}
+
+impl TemporalText {
+    fn try_new(array: &Arc<dyn Array>, field: &FieldInfo) -> Option<Self> {
+        use datafusion::arrow::datatypes::TimeUnit;
+        if field.format() != FieldFormat::Text
+            || !field
+                .format_options()
+                .date_style
+                .to_ascii_uppercase()
+                .starts_with("ISO")
+        {
+            return None;
+        }
+        let (kind, target) = match (field.datatype(), array.data_type()) {
+            (t, DataType::Timestamp(_, None)) if *t == Type::TIMESTAMP => (
+                TemporalKind::Timestamp,
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+            ),
+            (t, DataType::Timestamp(_, Some(_))) if *t == Type::TIMESTAMPTZ => {
+                let zone = field.format_options().time_zone.clone();
+                let tz = zone.parse().or_else(|_| "UTC".parse()).ok()?;
+                (
+                    TemporalKind::TimestampTz(tz),
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                )
+            }
+            (t, DataType::Time32(_) | DataType::Time64(_)) if *t == Type::TIME => {
+                (TemporalKind::Time, DataType::Time64(TimeUnit::Microsecond))
+            }
+            _ => return None,
+        };
+        let micros = datafusion::arrow::compute::cast(array, &target).ok()?;
+        let micros = datafusion::arrow::compute::cast(&micros, &DataType::Int64).ok()?;
+        Some(TemporalText {
+            micros: micros
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone(),
+            kind,
+        })
+    }
+
+    fn text(&self, row: usize) -> Option<String> {
+        use chrono::{DateTime, NaiveTime, Offset, TimeZone, Timelike};
+        if self.micros.is_null(row) {
+            return None;
+        }
+        let v = self.micros.value(row);
+        Some(match &self.kind {
+            TemporalKind::Timestamp => {
+                let dt = DateTime::from_timestamp_micros(v)?.naive_utc();
+                with_fraction(dt.format("%Y-%m-%d %H:%M:%S").to_string(), dt.nanosecond())
+            }
+            TemporalKind::TimestampTz(tz) => {
+                let dt = tz.from_utc_datetime(&DateTime::from_timestamp_micros(v)?.naive_utc());
+                let mut s =
+                    with_fraction(dt.format("%Y-%m-%d %H:%M:%S").to_string(), dt.nanosecond());
+                let offset = dt.offset().fix().local_minus_utc();
+                let (sign, offset) = if offset < 0 {
+                    ('-', -offset)
+                } else {
+                    ('+', offset)
+                };
+                s.push(sign);
+                s.push_str(&format!("{:02}", offset / 3600));
+                if offset % 3600 != 0 {
+                    s.push_str(&format!(":{:02}", (offset % 3600) / 60));
+                }
+                s
+            }
+            TemporalKind::Time => {
+                let secs = (v.div_euclid(1_000_000)) as u32;
+                let t = NaiveTime::from_num_seconds_from_midnight_opt(
+                    secs,
+                    (v.rem_euclid(1_000_000) * 1000) as u32,
+                )?;
+                with_fraction(t.format("%H:%M:%S").to_string(), t.nanosecond())
+            }
+        })
+    }
+}
+
+/// Appends `.ffffff` without trailing zeros (nothing for whole seconds).
+fn with_fraction(mut s: String, nanos: u32) -> String {
+    let micros = nanos / 1000;
+    if micros > 0 {
+        let fraction = format!(".{micros:06}");
+        s.push_str(fraction.trim_end_matches('0'));
+    }
+    s
 }
 
 fn encode_jsonb(

@@ -11,19 +11,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Sink, SinkExt, StreamExt, stream};
+use pgwire::api::DEFAULT_NAME;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{Parse, ParseComplete};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
@@ -33,7 +36,7 @@ use super::encode::{copy_stream, pg_fields, row_stream};
 use super::error::{from_pg_error, to_pg_error};
 use crate::database::{Output, rows_from_batches};
 use crate::error::Error;
-use crate::sql::ParsedStatement;
+use crate::sql::{ParsedStatement, Statement};
 
 /// Resolves with the reason when the running statement must stop.
 type Interrupt = Shared<BoxFuture<'static, &'static str>>;
@@ -106,13 +109,13 @@ impl Connection {
             .as_mut()
             .ok_or_else(|| to_pg_error(&crate::internal!("query before startup finished")))?;
         let interrupt = self.interrupt(session.statement_timeout()).await;
+        let options = Arc::new(format_options(session));
         let output = tokio::select! {
             output = session.execute_statement(statement, prepared) => output,
             reason = interrupt.clone() => Err(Error::Canceled(reason)),
         };
         drop(guard);
         let output = output.map_err(|e| to_pg_error(&e))?;
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         Ok(match output {
             Output::Rows(mut rows) => {
                 if materialize {
@@ -172,6 +175,60 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// DEALLOCATE: forgets prepared statements made with Parse.
+    fn deallocate<C: ClientPortalStore>(&self, client: &C, name: Option<&str>) -> Response
+    where
+        C::PortalStore: PortalStore,
+    {
+        let mut names = match self.statement_names.lock() {
+            Ok(names) => names,
+            Err(_) => return error_response(to_pg_error(&crate::internal!("lock poisoned"))),
+        };
+        match name {
+            None => {
+                for n in names.drain() {
+                    client.portal_store().rm_statement(&n);
+                }
+                Response::Execution(Tag::new("DEALLOCATE ALL"))
+            }
+            Some(n) if names.remove(n) => {
+                client.portal_store().rm_statement(n);
+                Response::Execution(Tag::new("DEALLOCATE"))
+            }
+            Some(n) => error_response(to_pg_error(&Error::Plan {
+                sqlstate: "26000",
+                message: format!("prepared statement \"{n}\" does not exist"),
+            })),
+        }
+    }
+}
+
+/// How values are written as text, from the session's settings (read after
+/// the statement ran, so that a SET takes effect for the next statement).
+fn format_options(session: &crate::Session) -> FormatOptions {
+    let mut options = FormatOptions::default();
+    if let Some(v) = session.setting("datestyle") {
+        options.date_style = v;
+    }
+    if let Some(v) = session.setting("intervalstyle") {
+        options.interval_style = v;
+    }
+    if let Some(v) = session.setting("bytea_output") {
+        options.bytea_output = v;
+    }
+    if let Some(v) = session.setting("timezone") {
+        options.time_zone = v;
+    }
+    if let Some(v) = session
+        .setting("extra_float_digits")
+        .and_then(|v| v.parse().ok())
+    {
+        options.extra_float_digits = v;
+    }
+    options
+}
+
 /// Ends `rows` with a 57014 error as soon as `interrupt` fires.
 fn interruptible<T: Send + 'static>(
     rows: impl futures::Stream<Item = PgWireResult<T>> + Send + 'static,
@@ -213,6 +270,10 @@ impl SimpleQueryHandler for Connection {
         let last = statements.len() - 1;
         let mut responses = Vec::with_capacity(statements.len());
         for (i, statement) in statements.iter().enumerate() {
+            if let Statement::Deallocate { name } = &statement.statement {
+                responses.push(self.deallocate(client, name.as_deref()));
+                continue;
+            }
             match self
                 .run(client, statement, None, &Format::UnifiedText, i < last)
                 .await
@@ -315,6 +376,30 @@ impl QueryParser for StatementParser {
     }
 }
 
+/// Casts decoded parameter values to the types DataFusion inferred for
+/// them (a text parameter arrives as Utf8; a text column may be Utf8View).
+fn coerce_params(params: ParamValues, inferred: &[Option<DataType>]) -> crate::Result<ParamValues> {
+    let ParamValues::List(values) = params else {
+        return Ok(params);
+    };
+    let values = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            if let Some(Some(target)) = inferred.get(i)
+                && p.value.data_type() != *target
+            {
+                p.value = p
+                    .value
+                    .cast_to(target)
+                    .map_err(|e| Error::data("22P02", format!("parameter ${}: {e}", i + 1)))?;
+            }
+            Ok(p)
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    Ok(ParamValues::List(values))
+}
+
 /// The `$1..$n` parameter types DataFusion inferred, in order.
 fn parameter_types(plan: &LogicalPlan) -> crate::Result<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
@@ -347,6 +432,34 @@ impl ExtendedQueryHandler for Connection {
         self.parser.clone()
     }
 
+    /// As pgwire's default, and remembers the statement's name so that
+    /// DEALLOCATE ALL can find it.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        match StoredStatement::parse(client, &message, self.parser.clone()).await? {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if name != DEFAULT_NAME
+            && let Ok(mut names) = self.statement_names.lock()
+        {
+            names.insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -360,6 +473,9 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
+        if let Statement::Deallocate { name } = &prepared.parsed.statement {
+            return Ok(self.deallocate(client, name.as_deref()));
+        }
         let bound = match &prepared.plan {
             Some(plan) => {
                 let inferred: Vec<Option<&DataType>> =
@@ -369,6 +485,8 @@ impl ExtendedQueryHandler for Connection {
                     portal, &inferred, &server,
                 )
                 .map_err(from_pg_error)?;
+                let params =
+                    coerce_params(params, &prepared.inferred).map_err(|e| to_pg_error(&e))?;
                 Some((plan.clone(), params))
             }
             None => None,

@@ -89,6 +89,7 @@ pub async fn run(
             }),
             copy: Mutex::new(None),
             cancel: std::sync::Mutex::new(None),
+            statement_names: Default::default(),
         };
         connections.spawn(async move {
             let handlers = Handlers(Arc::new(connection));
@@ -124,6 +125,8 @@ pub(crate) struct Connection {
     /// This connection's CancelRequest registration (handle and the guard
     /// that unregisters it when the connection ends).
     cancel: std::sync::Mutex<Option<(Arc<ConnectionHandle>, ConnectionGuard)>>,
+    /// Names of statements prepared with Parse, for DEALLOCATE ALL.
+    statement_names: std::sync::Mutex<std::collections::HashSet<String>>,
     /// An open COPY FROM STDIN, with the first decoding error if any.
     copy: Mutex<Option<(CopyIn, Option<crate::Error>)>>,
 }

@@ -13,16 +13,43 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser as SqlParser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion_pg_catalog::pg_catalog::PG_CATALOG_TABLES;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 use super::statement::*;
 use crate::error::{Error, Result, resolve_line_col};
 use crate::unsupported;
 
 /// Parses query strings into statements. Cheap to share: one per database.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Parser {
+    /// For statements that read PostgreSQL's catalog: its token-level
+    /// replacements and every rewrite, including those that trade exact
+    /// answers for plannability (correlated subqueries become NULL).
     compat: PostgresCompatibilityParser,
+    /// For every other statement: only the rewrites that keep answers exact.
+    exact_rules: Vec<Box<dyn SqlStatementRewriteRule>>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            compat: PostgresCompatibilityParser::new(),
+            exact_rules: vec![
+                Box::new(rules::AliasDuplicatedProjectionRewrite),
+                Box::new(rules::ResolveUnqualifiedIdentifier),
+                Box::new(rules::RewriteArrayAnyAllOperation),
+                Box::new(rules::StripCallableQualifier),
+                Box::new(rules::FixArrayLiteral),
+                Box::new(rules::CurrentUserVariableToSessionUserFunctionCall),
+                Box::new(rules::StripCollate),
+                Box::new(rules::RewritePgCatalogOperator),
+                Box::new(rules::RewriteRegCastToSubquery::new()),
+                Box::new(rules::FixVersionColumnName),
+            ],
+        }
+    }
 }
 
 /// One statement of a query string with the text it came from.
@@ -86,6 +113,21 @@ impl Parser {
         if let Some(statement) = parse_extension(text)? {
             return Ok(statement);
         }
+        // User statements skip the compatibility layer's lossy rewrites: a
+        // query DataFusion cannot plan must fail, not answer NULL.
+        if let Ok(mut plain) = SqlParser::parse_sql(&PostgreSqlDialect {}, text)
+            && plain.len() == 1
+            && !reads_pg_catalog(&plain[0])
+        {
+            let mut statement = plain.remove(0);
+            for rule in &self.exact_rules {
+                statement = rule.rewrite(statement);
+            }
+            if let ast::Statement::Query(_) = statement {
+                super::rewrite::rewrite_query(&mut statement);
+            }
+            return classify(statement);
+        }
         let mut statements = match self.compat.parse(text) {
             Ok(statements) => statements,
             Err(compat_err) => {
@@ -110,6 +152,40 @@ impl Parser {
             statement = self.compat.rewrite(statement);
         }
         classify(statement)
+    }
+}
+
+/// True when `statement` reads a table of `pg_catalog` or
+/// `information_schema` (the catalog queries clients send).
+fn reads_pg_catalog(statement: &ast::Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::Visit;
+    let mut found = false;
+    let _ = statement.visit(&mut CatalogFinder(&mut found));
+    found
+}
+
+struct CatalogFinder<'a>(&'a mut bool);
+
+impl datafusion::sql::sqlparser::ast::Visitor for CatalogFinder<'_> {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> std::ops::ControlFlow<()> {
+        let parts: Vec<String> = relation
+            .0
+            .iter()
+            .map(|p| p.to_string().trim_matches('"').to_ascii_lowercase())
+            .collect();
+        let catalog_schema = parts.len() > 1
+            && matches!(
+                parts[parts.len() - 2].as_str(),
+                "pg_catalog" | "information_schema"
+            );
+        let bare_catalog_table = parts.len() == 1 && PG_CATALOG_TABLES.contains(&parts[0].as_str());
+        if catalog_schema || bare_catalog_table {
+            *self.0 = true;
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
     }
 }
 
@@ -253,6 +329,10 @@ fn classify(statement: ast::Statement) -> Result<Statement> {
         } => Statement::Fetch {
             name: ident(&name),
             count: fetch_count(&direction)?,
+        },
+        S::Deallocate { name, .. } => Statement::Deallocate {
+            name: (name.quote_style.is_some() || !name.value.eq_ignore_ascii_case("all"))
+                .then(|| ident(&name)),
         },
         S::Close { cursor } => Statement::CloseCursor {
             name: match cursor {
@@ -558,6 +638,15 @@ impl<'a> LineIndex<'a> {
 /// character offset within the whole query string.
 fn resolve(err: Error, text: &str, char_offset: usize) -> Error {
     match err {
+        // sqlparser gives no location for "found: EOF"; PostgreSQL points
+        // just past the end of the statement.
+        Error::Syntax {
+            message,
+            position: None,
+        } if message.ends_with("found: EOF") => Error::Syntax {
+            message,
+            position: Some(char_offset + text.chars().count() + 1),
+        },
         Error::Syntax {
             message,
             position: Some(packed),
@@ -619,6 +708,20 @@ mod tests {
         let err = Parser::new().parse("SELECT 1;\nSELEC 2").unwrap_err();
         assert_eq!(err.sqlstate(), "42601");
         assert_eq!(err.position(), Some(11));
+    }
+
+    #[test]
+    fn user_subqueries_keep_their_meaning() {
+        // The catalog compatibility rules would turn this correlated
+        // subquery into NULL; a user query must keep it.
+        let parsed = parse("SELECT (SELECT name FROM u WHERE u.id = t.id) AS n FROM t");
+        let Statement::Query(q) = &parsed[0] else {
+            panic!()
+        };
+        assert!(
+            q.to_string()
+                .contains("SELECT name FROM u WHERE u.id = t.id")
+        );
     }
 
     #[test]

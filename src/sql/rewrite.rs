@@ -87,6 +87,7 @@ fn postgres_name(expr: &Expr) -> Option<String> {
             _ => Some(data_type.to_string().to_lowercase()),
         },
         Expr::Nested(inner) => postgres_name(inner),
+        Expr::TypedString(t) => Some(t.data_type.to_string().to_lowercase()),
         _ => Some("?column?".to_string()),
     }
 }

@@ -54,6 +54,9 @@ pub enum Statement {
     CloseCursor { name: Option<String> },
     /// FLUSH: wait until every view has processed all input available now.
     Flush,
+    /// DEALLOCATE [PREPARE] name / DEALLOCATE ALL (`None`): drops prepared
+    /// statements, including those made with the extended protocol.
+    Deallocate { name: Option<String> },
 }
 
 /// The value side of a SET.
@@ -193,6 +196,8 @@ impl Statement {
             Statement::CloseCursor { name: None } => "CLOSE CURSOR ALL".into(),
             Statement::CloseCursor { .. } => "CLOSE CURSOR".into(),
             Statement::Flush => "FLUSH".into(),
+            Statement::Deallocate { name: None } => "DEALLOCATE ALL".into(),
+            Statement::Deallocate { .. } => "DEALLOCATE".into(),
         }
     }
 
