@@ -80,9 +80,16 @@ ensure_python_venv() {
 
 run_cargo_tests() {
     export RUNNEL_TEST_PYTHON="$venv_dir/bin/python"
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo_root/target}"
-    log "cargo test --locked --workspace (target dir $CARGO_TARGET_DIR)"
-    cargo test --locked --workspace "$@"
+    # CI clones afresh each run; a target dir outside the clone lets runs on
+    # the same machine reuse the DataFusion build.
+    local default_target="$repo_root/target"
+    if [[ "${CI:-}" == "true" ]]; then
+        default_target="${HOME:-/tmp}/.cache/runnel/ci-target"
+    fi
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$default_target}"
+    log "cargo test --locked --workspace --no-fail-fast (target dir $CARGO_TARGET_DIR)"
+    # --no-fail-fast: one failing test binary must not hide the others' results.
+    cargo test --locked --workspace --no-fail-fast "$@"
 }
 
 main() {

@@ -284,7 +284,7 @@ impl ScalarUDFImpl for JsonBuildObject {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::error::Result<ColumnarValue> {
-        if args.args.len() % 2 != 0 {
+        if !args.args.len().is_multiple_of(2) {
             return Err(DataFusionError::Execution(
                 "argument list must have even number of elements".into(),
             ));

@@ -146,10 +146,11 @@ impl Parser {
             ));
         }
         let mut statement = statements.remove(0);
-        if let ast::Statement::Query(_) = statement
-            && super::rewrite::rewrite_query(&mut statement)
-        {
-            statement = self.compat.rewrite(statement);
+        if let ast::Statement::Query(_) = statement {
+            let hoisted = super::rewrite::hoist_case_subqueries(&mut statement);
+            if super::rewrite::rewrite_query(&mut statement) || hoisted {
+                statement = self.compat.rewrite(statement);
+            }
         }
         classify(statement)
     }

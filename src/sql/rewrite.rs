@@ -92,6 +92,73 @@ fn postgres_name(expr: &Expr) -> Option<String> {
     }
 }
 
+/// Moves subqueries out of `CASE WHEN c THEN (subquery) END` (see
+/// [`hoist_case_subquery`]); returns true when anything moved. Used on
+/// catalog queries, whose compatibility rules only handle subqueries that
+/// stand directly in the select list.
+pub fn hoist_case_subqueries(statement: &mut Statement) -> bool {
+    let mut hoist = HoistCase(false);
+    let _ = statement.visit(&mut hoist);
+    hoist.0
+}
+
+struct HoistCase(bool);
+
+impl VisitorMut for HoistCase {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Some(hoisted) = hoist_case_subquery(expr) {
+            *expr = hoisted;
+            self.0 = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `CASE WHEN c THEN (SELECT v FROM .. WHERE p) [ELSE NULL] END` is
+/// `(SELECT v FROM .. WHERE (c) AND (p))`: when `c` is false there is no
+/// row, which gives the same NULL.
+fn hoist_case_subquery(expr: &Expr) -> Option<Expr> {
+    let Expr::Case {
+        operand: None,
+        conditions,
+        else_result,
+        ..
+    } = expr
+    else {
+        return None;
+    };
+    let else_is_null = match else_result.as_deref() {
+        None => true,
+        Some(Expr::Value(v)) => matches!(v.value, datafusion::sql::sqlparser::ast::Value::Null),
+        Some(_) => false,
+    };
+    let [when] = conditions.as_slice() else {
+        return None;
+    };
+    let Expr::Subquery(query) = &when.result else {
+        return None;
+    };
+    if !else_is_null || query.limit_clause.is_some() {
+        return None;
+    }
+    let mut query = query.clone();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    let condition = Expr::Nested(Box::new(when.condition.clone()));
+    select.selection = Some(match select.selection.take() {
+        Some(p) => Expr::BinaryOp {
+            left: Box::new(condition),
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::And,
+            right: Box::new(Expr::Nested(Box::new(p))),
+        },
+        None => condition,
+    });
+    Some(Expr::Subquery(query))
+}
+
 /// `ARRAY(SELECT e FROM ...)` → `(SELECT array_agg(e) FROM ...)`: the
 /// aggregate moves into the subquery so that references to outer columns
 /// stay in scope.
@@ -266,6 +333,21 @@ mod tests {
         assert_eq!(
             rewritten("SELECT a, count(*), x::int, 'a'::text, 1, count(b) FROM t"),
             "SELECT a, count(*) AS \"count\", x::INT AS \"x\", 'a'::TEXT AS \"text\", 1 AS \"?column?\", count(b) FROM t"
+        );
+    }
+
+    #[test]
+    fn case_around_a_subquery_moves_into_it() {
+        let mut s = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT CASE WHEN t.c THEN (SELECT b FROM u WHERE u.a = t.a) ELSE NULL END AS x FROM t",
+        )
+        .unwrap()
+        .remove(0);
+        assert!(hoist_case_subqueries(&mut s));
+        assert_eq!(
+            s.to_string(),
+            "SELECT (SELECT b FROM u WHERE (t.c) AND (u.a = t.a)) AS x FROM t"
         );
     }
 

@@ -2,6 +2,8 @@
 //! rows and definitions after a graceful SIGTERM and after SIGKILL, views,
 //! and the absence of dropped objects.
 
+use chrono::{NaiveDate, NaiveDateTime};
+
 use crate::harness::{TestServer, column, sqlstate};
 
 fn texts(values: &[&str]) -> Vec<Option<String>> {
@@ -36,14 +38,27 @@ async fn assert_rows_back(server: &TestServer) {
         column(&client, "SELECT count(*) FROM t").await,
         texts(&["1001"])
     );
-    assert_eq!(
-        column(
-            &client,
-            "SELECT name || ':' || coalesce(CAST(ts AS TEXT), 'null') FROM t \
-             WHERE id IN (1, 2, 1001) ORDER BY id"
+    let rows: Vec<(i64, String, Option<NaiveDateTime>)> = client
+        .query(
+            "SELECT id, name, ts FROM t WHERE id IN (1, 2, 1001) ORDER BY id",
+            &[],
         )
-        .await,
-        texts(&["a:2024-01-01 00:00:00", "b:null", "copied:null"])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let ts = NaiveDate::from_ymd_opt(2024, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (1, "a".to_string(), Some(ts)),
+            (2, "b".to_string(), None),
+            (1001, "copied".to_string(), None)
+        ]
     );
     // The table is writable again after the restart.
     client

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// How long the server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -269,4 +269,31 @@ pub async fn column(client: &Client, sql: &str) -> Vec<Option<String>> {
             _ => None,
         })
         .collect()
+}
+
+/// Command tags' row counts and the text of every row, in order.
+pub fn summarize(messages: &[SimpleQueryMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(format!("complete {n}")),
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fails the test unless the connection still answers a query.
+pub async fn still_works(client: &Client) {
+    let one: i32 = client
+        .query_one("SELECT 1::int4", &[])
+        .await
+        .expect("connection unusable after an error")
+        .get(0);
+    assert_eq!(one, 1);
 }

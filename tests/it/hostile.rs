@@ -169,7 +169,7 @@ async fn hostile_traffic_does_not_disturb_good_clients() {
     let port = server.port();
     let client = server.client().await;
     client
-        .batch_execute("CREATE TABLE good (k BIGINT, v TEXT)")
+        .batch_execute("CREATE TABLE good (k BIGINT, v BIGINT)")
         .await
         .unwrap();
 
@@ -179,12 +179,12 @@ async fn hostile_traffic_does_not_disturb_good_clients() {
             .await
             .unwrap();
         let read = client
-            .prepare("SELECT count(*), sum(k) FROM good WHERE v = $1")
+            .prepare("SELECT count(*), sum(k) FROM good WHERE v > $1")
             .await
             .unwrap();
         for k in 1..=150i64 {
-            client.execute(&insert, &[&k, &"x"]).await.unwrap();
-            let row = client.query_one(&read, &[&"x"]).await.unwrap();
+            client.execute(&insert, &[&k, &(k % 3)]).await.unwrap();
+            let row = client.query_one(&read, &[&-1i64]).await.unwrap();
             assert_eq!(row.get::<_, i64>(0), k);
             assert_eq!(row.get::<_, i64>(1), k * (k + 1) / 2);
         }

@@ -9,4 +9,5 @@ mod harness;
 mod hostile;
 mod psql;
 mod python;
+mod slt;
 mod wire;
