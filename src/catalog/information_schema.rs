@@ -290,7 +290,7 @@ impl InformationSchema {
 
 /// The SELECT of a CREATE VIEW statement, as PostgreSQL's
 /// `view_definition` shows it; the whole statement if it does not parse.
-fn view_query(sql: &str) -> String {
+pub(crate) fn view_query(sql: &str) -> String {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql).as_deref() {
         Ok([ast::Statement::CreateView(view)]) => view.query.to_string(),
         _ => sql.to_string(),

@@ -65,12 +65,17 @@ pub struct RunnelPgCatalog {
     inner: Arc<dyn SchemaProvider>,
     catalog: Arc<Catalog>,
     hidden: Hidden,
+    names: Names,
 }
 
 /// OIDs of relations outside the search path (`information_schema`), as of
 /// the last `pg_class` scan. `pg_table_is_visible` answers from it; the
 /// queries that call it take their OIDs from that same scan.
 type Hidden = Arc<std::sync::RwLock<HashSet<i32>>>;
+
+/// Names of the `public` relations by OID, as of the last `pg_class` scan,
+/// for `pg_get_viewdef(oid)` (whose callers take the OID from that scan).
+type Names = Arc<std::sync::RwLock<HashMap<i32, String>>>;
 
 impl RunnelPgCatalog {
     /// Registers `pg_catalog` and the PostgreSQL functions on `ctx`, then
@@ -85,13 +90,31 @@ impl RunnelPgCatalog {
             .schema("pg_catalog")
             .ok_or_else(|| crate::internal!("pg_catalog was not registered"))?;
         let hidden = Hidden::default();
+        let names = Names::default();
         ctx.register_udf(visibility_udf(hidden.clone()));
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            ViewDef {
+                names: names.clone(),
+                catalog: catalog.clone(),
+                signature: datafusion::logical_expr::Signature::one_of(
+                    vec![
+                        datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Int32]),
+                        datafusion::logical_expr::TypeSignature::Exact(vec![
+                            DataType::Int32,
+                            DataType::Boolean,
+                        ]),
+                    ],
+                    Volatility::Stable,
+                ),
+            },
+        ));
         db.register_schema(
             "pg_catalog",
             Arc::new(RunnelPgCatalog {
                 inner,
                 catalog,
                 hidden,
+                names,
             }),
         )?;
         ctx.register_udf(owner_udf());
@@ -120,6 +143,7 @@ impl SchemaProvider for RunnelPgCatalog {
             namespaces,
             catalog: self.catalog.clone(),
             hidden: self.hidden.clone(),
+            names: self.names.clone(),
         })))
     }
 
@@ -139,6 +163,7 @@ struct PgClass {
     namespaces: Arc<dyn TableProvider>,
     catalog: Arc<Catalog>,
     hidden: Hidden,
+    names: Names,
 }
 
 #[async_trait]
@@ -167,6 +192,7 @@ impl TableProvider for PgClass {
             namespaces: self.namespaces.scan(state, None, &[], None).await?,
             catalog: self.catalog.clone(),
             hidden: self.hidden.clone(),
+            names: self.names.clone(),
         };
         StreamingTable::try_new(self.schema(), vec![Arc::new(partition)])?
             .scan(state, projection, filters, limit)
@@ -183,6 +209,7 @@ struct PatchedClasses {
     namespaces: Arc<dyn ExecutionPlan>,
     catalog: Arc<Catalog>,
     hidden: Hidden,
+    names: Names,
 }
 
 impl PatchedClasses {
@@ -207,6 +234,14 @@ impl PatchedClasses {
             .collect();
         if let Ok(mut slot) = self.hidden.write() {
             *slot = hidden;
+        }
+        let relnames = string_column(&patched, "relname")?;
+        let names: HashMap<i32, String> = (0..patched.num_rows())
+            .filter(|&i| public.contains(&relnamespaces.value(i)))
+            .map(|i| (oids.value(i), relnames.value(i).to_string()))
+            .collect();
+        if let Ok(mut slot) = self.names.write() {
+            *slot = names;
         }
         let mut columns = patched.columns().to_vec();
         columns.push(new_null_array(&reloptions_type(), patched.num_rows()));
@@ -337,6 +372,77 @@ fn visibility_udf(hidden: Hidden) -> datafusion::logical_expr::ScalarUDF {
             })
         }),
     )
+}
+
+/// `pg_get_viewdef(oid [, pretty])`: the SELECT of a view, NULL for other
+/// relations.
+#[derive(Debug)]
+struct ViewDef {
+    names: Names,
+    catalog: Arc<Catalog>,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl PartialEq for ViewDef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.names, &other.names)
+    }
+}
+
+impl Eq for ViewDef {}
+
+impl std::hash::Hash for ViewDef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.names).hash(state)
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for ViewDef {
+    fn name(&self) -> &str {
+        "pg_get_viewdef"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<ColumnarValue> {
+        let names = self
+            .names
+            .read()
+            .map_err(|_| DataFusionError::Internal("names lock poisoned".into()))?;
+        let definition = |oid: Option<i32>| -> Option<String> {
+            let entry = self.catalog.get(names.get(&oid?)?)?;
+            (entry.def.kind == ObjectKind::View)
+                .then(|| super::information_schema::view_query(&entry.def.sql))
+        };
+        Ok(match &args.args[0] {
+            ColumnarValue::Scalar(v) => {
+                let oid = match v {
+                    ScalarValue::Int32(o) => *o,
+                    ScalarValue::Int64(o) => o.map(|o| o as i32),
+                    _ => None,
+                };
+                ColumnarValue::Scalar(ScalarValue::Utf8(definition(oid)))
+            }
+            ColumnarValue::Array(a) => {
+                let a = datafusion::arrow::compute::cast(a, &DataType::Int32)?;
+                let out: StringArray = a
+                    .as_primitive::<Int32Type>()
+                    .iter()
+                    .map(definition)
+                    .collect();
+                ColumnarValue::Array(Arc::new(out))
+            }
+        })
+    }
 }
 
 /// Reports the one runnel role in `pg_roles`.

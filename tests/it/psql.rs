@@ -145,6 +145,11 @@ async fn describe_commands_list_objects() {
         verbose.lines().any(|l| l.starts_with("id|bigint|")),
         "\\d+ t: {verbose}"
     );
+    let verbose_view = psql(&server, &["-c", "\\d+ v"]);
+    assert!(
+        verbose_view.contains("View definition:") && verbose_view.contains("SELECT id FROM t"),
+        "\\d+ v: {verbose_view}"
+    );
 }
 
 #[tokio::test]
