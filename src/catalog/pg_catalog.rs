@@ -354,21 +354,12 @@ fn visibility_udf(hidden: Hidden) -> datafusion::logical_expr::ScalarUDF {
                 .read()
                 .map_err(|_| DataFusionError::Internal("visibility lock poisoned".into()))?;
             let visible = |oid: Option<i32>| oid.map(|o| !hidden.contains(&o));
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(v) => {
-                    let oid = match v {
-                        ScalarValue::Int32(o) => *o,
-                        ScalarValue::Int64(o) => o.map(|o| o as i32),
-                        _ => None,
-                    };
-                    ColumnarValue::Scalar(ScalarValue::Boolean(visible(oid)))
-                }
-                ColumnarValue::Array(a) => {
-                    let a = datafusion::arrow::compute::cast(a, &DataType::Int32)?;
-                    let out: datafusion::arrow::array::BooleanArray =
-                        a.as_primitive::<Int32Type>().iter().map(visible).collect();
-                    ColumnarValue::Array(Arc::new(out))
-                }
+            map_oids(&args[0], |oids| {
+                Arc::new(
+                    oids.iter()
+                        .map(visible)
+                        .collect::<datafusion::arrow::array::BooleanArray>(),
+                )
             })
         }),
     )
@@ -423,26 +414,25 @@ impl datafusion::logical_expr::ScalarUDFImpl for ViewDef {
             (entry.def.kind == ObjectKind::View)
                 .then(|| super::information_schema::view_query(&entry.def.sql))
         };
-        Ok(match &args.args[0] {
-            ColumnarValue::Scalar(v) => {
-                let oid = match v {
-                    ScalarValue::Int32(o) => *o,
-                    ScalarValue::Int64(o) => o.map(|o| o as i32),
-                    _ => None,
-                };
-                ColumnarValue::Scalar(ScalarValue::Utf8(definition(oid)))
-            }
-            ColumnarValue::Array(a) => {
-                let a = datafusion::arrow::compute::cast(a, &DataType::Int32)?;
-                let out: StringArray = a
-                    .as_primitive::<Int32Type>()
-                    .iter()
-                    .map(definition)
-                    .collect();
-                ColumnarValue::Array(Arc::new(out))
-            }
+        map_oids(&args.args[0], |oids| {
+            Arc::new(oids.iter().map(definition).collect::<StringArray>())
         })
     }
+}
+
+/// Applies `apply` to the OIDs of a scalar or array argument, keeping its
+/// shape (a scalar in gives a scalar out).
+fn map_oids(
+    arg: &ColumnarValue,
+    apply: impl Fn(&datafusion::arrow::array::Int32Array) -> datafusion::arrow::array::ArrayRef,
+) -> DfResult<ColumnarValue> {
+    let array = arg.to_array(1)?;
+    let oids = datafusion::arrow::compute::cast(&array, &DataType::Int32)?;
+    let out = apply(oids.as_primitive::<Int32Type>());
+    Ok(match arg {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+        ColumnarValue::Array(_) => ColumnarValue::Array(out),
+    })
 }
 
 /// Reports the one runnel role in `pg_roles`.
