@@ -258,6 +258,20 @@ fn view_provider(
     }
 }
 
+/// Catalog names of every relation a statement mentions, in order.
+fn statement_relations(statement: &ast::Statement) -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = ast::visit_relations(statement, |relation| {
+        if let Ok(name) = crate::sql::object_name(relation)
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    names
+}
+
 /// Names of the user objects a plan scans (its dependencies).
 fn referenced_tables(plan: &LogicalPlan) -> Vec<String> {
     use datafusion::common::tree_node::TreeNodeRecursion;
@@ -557,8 +571,14 @@ impl Session {
                 "CREATE OR REPLACE VIEW is not supported; drop the view first"
             ));
         }
-        let (depends_on, provider) = view_provider(plan)?;
+        let (_, provider) = view_provider(plan)?;
         let catalog = self.db.catalog();
+        // From the statement, not the plan: DataFusion inlines views it
+        // reads, so the plan only names the base tables underneath.
+        let depends_on = statement_relations(statement)
+            .into_iter()
+            .filter(|name| catalog.get(name).is_some())
+            .collect();
         catalog.create(Entry {
             def: Definition {
                 id: catalog.allocate_id()?,
@@ -575,6 +595,19 @@ impl Session {
     async fn drop_objects(&mut self, drop: &crate::sql::DropStatement) -> Result<Output> {
         let catalog = self.db.catalog().clone();
         let mut command = Command::new(format!("DROP {}", drop.kind.tag()));
+        // Like PostgreSQL, a missing name fails the whole statement before
+        // anything is dropped.
+        if !drop.if_exists
+            && let Some(missing) = drop.names.iter().find(|n| catalog.get(n).is_none())
+        {
+            return Err(Error::catalog(
+                match drop.kind {
+                    ObjectKind::Source | ObjectKind::Sink => CatalogErrorKind::UndefinedObject,
+                    _ => CatalogErrorKind::UndefinedTable,
+                },
+                format!("{} \"{missing}\" does not exist", drop.kind.noun()),
+            ));
+        }
         for name in &drop.names {
             if catalog.get(name).is_none() && drop.if_exists {
                 command = command.with_notice(format!(
