@@ -78,6 +78,40 @@ ensure_python_venv() {
     }
 }
 
+# A scratch PostgreSQL server on a Unix socket: the SQL corpus is checked
+# against it (tests/it/slt.rs, slt::postgres), so expected outputs stay
+# PostgreSQL's answers. Stopped when this script exits.
+ensure_postgres_reference() {
+    local bin
+    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    if [[ -z "$bin" || ! -x "$bin/initdb" ]]; then
+        apt_install postgresql
+        bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+    fi
+    pg_dir="$(mktemp -d /tmp/runnel-pgref.XXXXXX)"
+    local as_owner=()
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres "$pg_dir"
+        as_owner=(su postgres -s /bin/sh -c)
+    else
+        as_owner=(sh -c)
+    fi
+    log "starting a scratch PostgreSQL ($bin) in $pg_dir"
+    "${as_owner[@]}" "'$bin/initdb' -D '$pg_dir/data' -A trust -U postgres >'$pg_dir/initdb.log' 2>&1"
+    "${as_owner[@]}" "'$bin/pg_ctl' -D '$pg_dir/data' -l '$pg_dir/server.log' -w \
+        -o \"-c listen_addresses='' -c unix_socket_directories='$pg_dir'\" start >/dev/null"
+    pg_stop=("${as_owner[@]}" "'$bin/pg_ctl' -D '$pg_dir/data' -m fast stop >/dev/null")
+    trap 'stop_postgres_reference' EXIT
+    export RUNNEL_SLT_POSTGRES="host=$pg_dir user=postgres dbname=postgres"
+}
+
+stop_postgres_reference() {
+    if [[ -n "${pg_dir:-}" ]]; then
+        "${pg_stop[@]}" || true
+        rm -rf "$pg_dir"
+    fi
+}
+
 run_cargo_tests() {
     export RUNNEL_TEST_PYTHON="$venv_dir/bin/python"
     # CI clones afresh each run; a target dir outside the clone lets runs on
@@ -95,6 +129,7 @@ run_cargo_tests() {
 main() {
     ensure_psql
     ensure_python_venv
+    ensure_postgres_reference
     run_cargo_tests "$@"
     log "all tests passed"
 }

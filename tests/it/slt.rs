@@ -10,10 +10,11 @@
 //!   driver's answers (the wire test does nothing in that mode, so it never
 //!   reads a half-written file). Review every change against what
 //!   PostgreSQL would answer before keeping it.
-//! Check against PostgreSQL itself (ignored by default; needs a server you
-//! run, and a role allowed to create databases):
+//! Check against PostgreSQL itself (scripts/test.sh starts a scratch
+//! server and sets the variable; by hand, any role allowed to create
+//! databases):
 //!   RUNNEL_SLT_POSTGRES='host=/tmp/pg user=postgres dbname=postgres' \
-//!     cargo test --test it slt::postgres -- --ignored
+//!     cargo test --test it slt::postgres
 //!   Each file runs in a fresh database `runnel_slt` (dropped and made
 //!   again), with TimeZone UTC. Records only runnel can answer are marked
 //!   `onlyif runnel`, ones PostgreSQL answers differently by design
@@ -452,10 +453,13 @@ fn wire_runner(
 /// The corpus against a real PostgreSQL: the check that expected outputs
 /// are PostgreSQL's answers. Needs `RUNNEL_SLT_POSTGRES`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a PostgreSQL server; see the module docs"]
 async fn postgres() {
-    let conninfo = std::env::var(POSTGRES_VAR)
-        .unwrap_or_else(|_| panic!("set {POSTGRES_VAR} to a libpq connection string"));
+    let conninfo = std::env::var(POSTGRES_VAR).unwrap_or_else(|_| {
+        panic!(
+            "set {POSTGRES_VAR} to a libpq connection string of a PostgreSQL server \
+                 (scripts/test.sh starts one)"
+        )
+    });
     let admin_config: tokio_postgres::Config =
         conninfo.parse().expect("parse the connection string");
     let (admin, connection) = admin_config
