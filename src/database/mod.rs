@@ -192,7 +192,7 @@ impl Database {
                 }
                 (ObjectKind::View, Statement::CreateView(stmt)) => {
                     let plan = session.plan(*stmt).await?;
-                    view_provider(plan)?.1
+                    view_provider(plan)?
                 }
                 (kind, _) => {
                     return Err(crate::internal!(
@@ -238,18 +238,14 @@ fn build_state(config: &Config, catalog: &Arc<Catalog>) -> Result<SessionState> 
     Ok(state)
 }
 
-/// A view's TableProvider and the names it reads from.
-fn view_provider(
-    plan: LogicalPlan,
-) -> Result<(Vec<String>, Arc<dyn datafusion::catalog::TableProvider>)> {
+/// A view's TableProvider from its CREATE VIEW plan.
+fn view_provider(plan: LogicalPlan) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
-            let deps = referenced_tables(&v.input);
-            let view = datafusion::catalog::view::ViewTable::new(
+            Ok(Arc::new(datafusion::catalog::view::ViewTable::new(
                 v.input.as_ref().clone(),
                 v.definition.clone(),
-            );
-            Ok((deps, Arc::new(view)))
+            )))
         }
         other => Err(crate::internal!(
             "expected a CREATE VIEW plan, got {}",
@@ -268,26 +264,6 @@ fn statement_relations(statement: &ast::Statement) -> Vec<String> {
             names.push(name);
         }
         std::ops::ControlFlow::<()>::Continue(())
-    });
-    names
-}
-
-/// Names of the user objects a plan scans (its dependencies).
-fn referenced_tables(plan: &LogicalPlan) -> Vec<String> {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    let mut names = Vec::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            let in_public = match scan.table_name.schema() {
-                None => true,
-                Some(s) => s == SCHEMA_NAME,
-            };
-            let name = scan.table_name.table().to_string();
-            if in_public && !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
     });
     names
 }
@@ -571,7 +547,7 @@ impl Session {
                 "CREATE OR REPLACE VIEW is not supported; drop the view first"
             ));
         }
-        let (_, provider) = view_provider(plan)?;
+        let provider = view_provider(plan)?;
         let catalog = self.db.catalog();
         // From the statement, not the plan: DataFusion inlines views it
         // reads, so the plan only names the base tables underneath.
