@@ -32,11 +32,13 @@
 //! See docs/architecture.md.
 
 pub mod catalog;
+pub mod connectors;
 pub mod database;
 pub mod error;
 pub mod server;
 pub mod sql;
 pub mod storage;
+pub mod stream;
 
 pub use database::{Config, Database, Output, Session, SessionInfo};
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ mod copy;
 mod functions;
 mod output;
 mod settings;
+mod sources;
 mod types;
 
 use std::collections::HashMap;
@@ -194,6 +195,11 @@ impl Database {
                     let plan = session.plan(*stmt).await?;
                     view_provider(plan)?
                 }
+                (ObjectKind::Source, Statement::CreateSource(create)) => {
+                    Arc::new(crate::connectors::SourceTable::new(
+                        session.build_source(&create, false).await?,
+                    ))
+                }
                 (kind, _) => {
                     return Err(crate::internal!(
                         "catalog entry {} of kind {kind} has a mismatched definition",
@@ -375,6 +381,7 @@ impl Session {
             }
             Statement::CreateTable(s) => self.create_table(s, &statement.sql).await,
             Statement::CreateView(s) => self.create_view(s, &statement.sql).await,
+            Statement::CreateSource(s) => self.create_source(s, &statement.sql).await,
             Statement::Drop(d) => self.drop_objects(d).await,
             Statement::CopyFrom(c) => Ok(Output::CopyIn(CopyIn::try_new(self, c)?)),
             Statement::CopyTo(c) => self.copy_to(c).await,

@@ -6,7 +6,9 @@
 
 mod parser;
 mod rewrite;
+mod source;
 mod statement;
 
 pub use parser::{ParsedStatement, Parser, object_name};
+pub use source::{CreateSource, IncludeClause, WatermarkClause};
 pub use statement::*;

@@ -198,6 +198,39 @@ fn parse_extension(text: &str) -> Result<Option<Statement>> {
         expect_end(&mut parser)?;
         return Ok(Some(Statement::Flush));
     }
+    if parser.parse_keyword(Keyword::CREATE) {
+        if parse_word(&mut parser, "SOURCE") {
+            let create = super::source::parse_create_source(&mut parser)?;
+            return Ok(Some(Statement::CreateSource(Box::new(create))));
+        }
+        return Ok(None);
+    }
+    if parser.parse_keyword(Keyword::DROP) {
+        let kind = if parse_word(&mut parser, "SOURCE") {
+            ObjectKind::Source
+        } else if parse_word(&mut parser, "SINK") {
+            ObjectKind::Sink
+        } else {
+            return Ok(None);
+        };
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let names = parser
+            .parse_comma_separated(|p| p.parse_object_name(false))?
+            .iter()
+            .map(object_name)
+            .collect::<Result<Vec<_>>>()?;
+        let cascade = parser.parse_keyword(Keyword::CASCADE);
+        if !cascade {
+            let _ = parser.parse_keyword(Keyword::RESTRICT);
+        }
+        expect_end(&mut parser)?;
+        return Ok(Some(Statement::Drop(DropStatement {
+            kind,
+            if_exists,
+            names,
+            cascade,
+        })));
+    }
     if parser.parse_keyword(Keyword::SHOW) {
         let kind = if parser.parse_keyword(Keyword::TABLES) {
             ObjectKind::Table
@@ -221,7 +254,7 @@ fn parse_extension(text: &str) -> Result<Option<Statement>> {
 }
 
 /// Consumes a non-reserved word such as SOURCES, case-insensitively.
-fn parse_word(parser: &mut SqlParser, word: &str) -> bool {
+pub(super) fn parse_word(parser: &mut SqlParser, word: &str) -> bool {
     match parser.peek_token().token {
         Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word) => {
             parser.next_token();
@@ -231,7 +264,7 @@ fn parse_word(parser: &mut SqlParser, word: &str) -> bool {
     }
 }
 
-fn expect_end(parser: &mut SqlParser) -> Result<()> {
+pub(super) fn expect_end(parser: &mut SqlParser) -> Result<()> {
     let token = parser.peek_token();
     if token.token == Token::EOF {
         Ok(())

@@ -1,0 +1,618 @@
+//! The source runtime shared by every connector: splits, decoding, event
+//! time, counters and the error log.
+//!
+//! A connector only moves bytes (or generates rows). It hands each chunk to
+//! a [`SplitWriter`], which decodes it, keeps the bad records in the error
+//! log, computes the split's watermark and sends the rows on. A
+//! [`SourceReader`] merges the splits of one reader into one [`Message`]
+//! stream whose watermark is the minimum over the active splits. Every task
+//! of a reader is owned by it: dropping the reader stops them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::{cast, filter};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::FutureExt;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use super::SourceSpec;
+use super::format::{Decoded, RecordDecoder};
+use super::records::{RAW_ERROR_BYTES, RawRecords};
+use crate::error::{Error, Result};
+use crate::stream::{EventTime, Message};
+
+/// Errors kept per source for the error table; older ones are dropped
+/// (they stay counted).
+const ERROR_LOG_CAPACITY: usize = 1000;
+
+/// What one split tells its reader.
+#[derive(Debug)]
+pub enum SplitEvent {
+    /// The split exists and should hold back the watermark until it
+    /// produces data or goes idle.
+    Start(Arc<str>),
+    Data {
+        split: Arc<str>,
+        batch: RecordBatch,
+        watermark: Option<EventTime>,
+    },
+    /// The split has ended (a file read to its end, a connection closed).
+    End(Arc<str>),
+    Failed(Error),
+}
+
+/// A bad record, kept for `runnel_catalog.source_errors`.
+#[derive(Debug, Clone)]
+pub struct SourceErrorRecord {
+    pub at: SystemTime,
+    pub split: String,
+    pub position: u64,
+    pub message: String,
+    /// The record's first bytes.
+    pub raw: Vec<u8>,
+}
+
+/// Live figures of one source, summed over its readers.
+#[derive(Debug)]
+pub struct SourceStats {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub errors: AtomicU64,
+    /// The last watermark a reader emitted; `EventTime::MIN` before any.
+    pub watermark: AtomicI64,
+    pub readers: AtomicUsize,
+    state: Mutex<String>,
+    /// Per split: last position read and, where known, how far behind the
+    /// end of the split it is.
+    positions: Mutex<BTreeMap<String, (u64, Option<i64>)>>,
+    errors_log: Mutex<VecDeque<SourceErrorRecord>>,
+}
+
+impl Default for SourceStats {
+    fn default() -> Self {
+        SourceStats {
+            records_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            watermark: AtomicI64::new(EventTime::MIN),
+            readers: AtomicUsize::new(0),
+            state: Mutex::new("idle".into()),
+            positions: Mutex::new(BTreeMap::new()),
+            errors_log: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl SourceStats {
+    pub fn state(&self) -> String {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn set_state(&self, state: impl Into<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = state.into();
+        }
+    }
+
+    /// Records where a split is and how far behind its end (e.g. Kafka's
+    /// high watermark) it is.
+    pub fn set_position(&self, split: &str, position: u64, lag: Option<i64>) {
+        if let Ok(mut p) = self.positions.lock() {
+            p.insert(split.to_string(), (position, lag));
+        }
+    }
+
+    pub fn positions(&self) -> BTreeMap<String, (u64, Option<i64>)> {
+        self.positions.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn error_log(&self) -> Vec<SourceErrorRecord> {
+        self.errors_log
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn record_error(&self, record: SourceErrorRecord) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut log) = self.errors_log.lock() {
+            if log.len() == ERROR_LOG_CAPACITY {
+                log.pop_front();
+            }
+            log.push_back(record);
+        }
+    }
+}
+
+/// Where a split's events go: one reader, or every reader attached to a
+/// source that is shared by nature (a listening socket).
+#[derive(Clone)]
+pub enum Downstream {
+    One(mpsc::Sender<SplitEvent>),
+    Fanout(Arc<Fanout>),
+}
+
+impl Downstream {
+    async fn send(&self, event: impl Fn() -> SplitEvent) -> Result<()> {
+        match self {
+            Downstream::One(tx) => tx
+                .send(event())
+                .await
+                .map_err(|_| Error::Canceled("the reader of this source has stopped")),
+            Downstream::Fanout(f) => {
+                f.send(event).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The readers currently attached to a shared source. With none attached,
+/// senders wait: a client's bytes stay in the socket rather than being lost.
+#[derive(Default)]
+pub struct Fanout {
+    readers: Mutex<Vec<mpsc::Sender<SplitEvent>>>,
+    attached: Notify,
+}
+
+impl Fanout {
+    pub fn attach(&self, tx: mpsc::Sender<SplitEvent>) {
+        if let Ok(mut r) = self.readers.lock() {
+            r.push(tx);
+        }
+        self.attached.notify_waiters();
+    }
+
+    /// Waits until at least one reader is attached.
+    pub async fn wait_for_reader(&self) {
+        loop {
+            let notified = self.attached.notified();
+            if self.live_readers() > 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn live_readers(&self) -> usize {
+        let Ok(mut r) = self.readers.lock() else {
+            return 0;
+        };
+        r.retain(|tx| !tx.is_closed());
+        r.len()
+    }
+
+    async fn send(&self, event: impl Fn() -> SplitEvent) {
+        loop {
+            self.wait_for_reader().await;
+            let readers: Vec<_> = self.readers.lock().map(|r| r.clone()).unwrap_or_default();
+            let mut delivered = false;
+            for tx in readers {
+                delivered |= tx.send(event()).await.is_ok();
+            }
+            if delivered {
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes and forwards the records of one split.
+pub struct SplitWriter {
+    id: Arc<str>,
+    spec: Arc<SourceSpec>,
+    stats: Arc<SourceStats>,
+    decoder: Arc<RecordDecoder>,
+    downstream: Downstream,
+    /// Highest watermark of this split so far.
+    watermark: Option<EventTime>,
+}
+
+impl SplitWriter {
+    pub fn new(
+        id: impl Into<Arc<str>>,
+        spec: Arc<SourceSpec>,
+        stats: Arc<SourceStats>,
+        downstream: Downstream,
+    ) -> Self {
+        SplitWriter {
+            id: id.into(),
+            decoder: spec.decoder.clone(),
+            spec,
+            stats,
+            downstream,
+            watermark: None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn stats(&self) -> &SourceStats {
+        &self.stats
+    }
+
+    /// Makes the split hold back the source watermark before its first row.
+    pub async fn announce(&self) -> Result<()> {
+        let id = self.id.clone();
+        self.downstream.send(|| SplitEvent::Start(id.clone())).await
+    }
+
+    /// Decodes `records` and sends the good ones. Bad records are logged
+    /// and skipped, or fail the split under `on_error = 'fail'`.
+    pub async fn records(&mut self, records: RawRecords) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.stats
+            .bytes_in
+            .fetch_add(records.byte_len() as u64, Ordering::Relaxed);
+        let Decoded {
+            batch,
+            kept,
+            errors,
+        } = self.decoder.decode(&records);
+        for e in &errors {
+            let raw = records.record(e.index);
+            let record = SourceErrorRecord {
+                at: SystemTime::now(),
+                split: self.id.to_string(),
+                position: records.position(e.index),
+                message: e.message.clone(),
+                raw: raw[..raw.len().min(RAW_ERROR_BYTES)].to_vec(),
+            };
+            if self.spec.fail_on_error {
+                return Err(Error::Data {
+                    sqlstate: "22P02",
+                    message: format!(
+                        "source \"{}\" stopped at a bad record ({} at position {}): {} \
+                         (on_error = 'fail'; use on_error = 'skip' to skip bad records)",
+                        self.spec.name, record.split, record.position, record.message
+                    ),
+                });
+            }
+            self.stats.record_error(record);
+        }
+        let mut columns = batch.columns().to_vec();
+        for meta in &records.metadata {
+            columns.push(match &kept {
+                Some(mask) => filter(meta, mask)?,
+                None => meta.clone(),
+            });
+        }
+        let batch = RecordBatch::try_new(self.spec.schema.clone(), columns)?;
+        if let Some(last) = records.last_position() {
+            let lag = self.lag_hint();
+            self.stats.set_position(&self.id, last, lag);
+        }
+        self.send_batch(batch).await
+    }
+
+    /// Sends rows that are already columnar (generators).
+    pub async fn batch(&mut self, batch: RecordBatch, position: u64) -> Result<()> {
+        self.stats
+            .bytes_in
+            .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+        self.stats.set_position(&self.id, position, None);
+        self.send_batch(batch).await
+    }
+
+    /// Updates the lag shown for this split (e.g. from a Kafka high
+    /// watermark) without data.
+    pub fn set_lag(&self, position: u64, lag: Option<i64>) {
+        self.stats.set_position(&self.id, position, lag);
+    }
+
+    fn lag_hint(&self) -> Option<i64> {
+        self.stats
+            .positions()
+            .get(self.id.as_ref())
+            .and_then(|(_, lag)| *lag)
+    }
+
+    async fn send_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if let Some(wm) = self.spec.watermark_of(&batch)? {
+            self.watermark = Some(self.watermark.map_or(wm, |old| old.max(wm)));
+        }
+        self.stats
+            .records_in
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let (id, wm) = (self.id.clone(), self.watermark);
+        self.downstream
+            .send(|| SplitEvent::Data {
+                split: id.clone(),
+                batch: batch.clone(),
+                watermark: wm,
+            })
+            .await
+    }
+
+    /// The split is done; it no longer holds back the watermark.
+    pub async fn finish(self) -> Result<()> {
+        let id = self.id.clone();
+        self.downstream.send(|| SplitEvent::End(id.clone())).await
+    }
+}
+
+/// What a connector's `start` gets: where to send, and where to put the
+/// tasks that read.
+pub struct ReaderContext {
+    pub spec: Arc<SourceSpec>,
+    pub stats: Arc<SourceStats>,
+    tx: mpsc::Sender<SplitEvent>,
+    tasks: JoinSet<()>,
+}
+
+impl ReaderContext {
+    /// A writer for a split of this reader.
+    pub fn split(&self, id: impl Into<Arc<str>>) -> SplitWriter {
+        SplitWriter::new(
+            id,
+            self.spec.clone(),
+            self.stats.clone(),
+            Downstream::One(self.tx.clone()),
+        )
+    }
+
+    /// The raw channel, for sources that fan out to several readers.
+    pub fn sender(&self) -> mpsc::Sender<SplitEvent> {
+        self.tx.clone()
+    }
+
+    /// Runs `task` as part of this reader. Its error (or panic) fails the
+    /// reader; its end, once every task has ended, ends a finite source.
+    pub fn spawn(&mut self, task: impl Future<Output = Result<()>> + Send + 'static) {
+        let tx = self.tx.clone();
+        let stats = self.stats.clone();
+        self.tasks.spawn(async move {
+            let outcome = AssertUnwindSafe(task).catch_unwind().await;
+            let error = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(Error::Canceled(_))) => return,
+                Ok(Err(e)) => e,
+                Err(panic) => crate::error::Error::Internal(format!(
+                    "source reader panicked: {}",
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default()
+                )),
+            };
+            stats.set_state(format!("failed: {error}"));
+            let _ = tx.send(SplitEvent::Failed(error)).await;
+        });
+    }
+}
+
+/// Per split, what the merge knows.
+struct SplitClock {
+    watermark: Option<EventTime>,
+    last_data: Instant,
+}
+
+/// One reader of a source: the merged stream of its splits.
+pub struct SourceReader {
+    spec: Arc<SourceSpec>,
+    stats: Arc<SourceStats>,
+    rx: mpsc::Receiver<SplitEvent>,
+    /// Owned so that dropping the reader stops every task it started.
+    _tasks: JoinSet<()>,
+    splits: HashMap<Arc<str>, SplitClock>,
+    emitted: Option<EventTime>,
+    pending: VecDeque<Message>,
+    done: bool,
+}
+
+/// The channel depth between splits and their reader: enough to overlap
+/// decoding with downstream work, small enough to bound memory.
+const READER_CHANNEL: usize = 16;
+
+impl SourceReader {
+    /// Creates a reader and lets `start` attach the connector's splits.
+    pub fn start(
+        spec: Arc<SourceSpec>,
+        stats: Arc<SourceStats>,
+        start: impl FnOnce(&mut ReaderContext) -> Result<()>,
+    ) -> Result<Self> {
+        let (tx, rx) = mpsc::channel(READER_CHANNEL);
+        let mut ctx = ReaderContext {
+            spec: spec.clone(),
+            stats: stats.clone(),
+            tx,
+            tasks: JoinSet::new(),
+        };
+        start(&mut ctx)?;
+        let ReaderContext { tasks, .. } = ctx;
+        stats.readers.fetch_add(1, Ordering::Relaxed);
+        stats.set_state("running");
+        Ok(SourceReader {
+            spec,
+            stats,
+            rx,
+            _tasks: tasks,
+            splits: HashMap::new(),
+            emitted: None,
+            pending: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// The next message; `None` once a finite source has ended (after a
+    /// final watermark that closes every window).
+    pub async fn next(&mut self) -> Option<Result<Message>> {
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(Ok(m));
+            }
+            if self.done {
+                return None;
+            }
+            let event = match self.idle_deadline() {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline.into(), self.rx.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            self.advance_watermark();
+                            continue;
+                        }
+                    }
+                }
+                None => self.rx.recv().await,
+            };
+            match event {
+                None => {
+                    // Every task has ended: a finite source is complete.
+                    self.done = true;
+                    self.stats.set_state("finished");
+                    if self.emitted != Some(EventTime::MAX) && self.spec.event_time.is_some() {
+                        self.emit(EventTime::MAX);
+                    }
+                }
+                Some(SplitEvent::Failed(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(SplitEvent::Start(split)) => {
+                    self.splits.entry(split).or_insert(SplitClock {
+                        watermark: None,
+                        last_data: Instant::now(),
+                    });
+                }
+                Some(SplitEvent::End(split)) => {
+                    self.splits.remove(&split);
+                    self.advance_watermark();
+                }
+                Some(SplitEvent::Data {
+                    split,
+                    batch,
+                    watermark,
+                }) => {
+                    let clock = self.splits.entry(split).or_insert(SplitClock {
+                        watermark: None,
+                        last_data: Instant::now(),
+                    });
+                    clock.last_data = Instant::now();
+                    if watermark > clock.watermark {
+                        clock.watermark = watermark;
+                    }
+                    self.pending.push_back(Message::Data(batch));
+                    self.advance_watermark();
+                }
+            }
+        }
+    }
+
+    /// When the next active split would turn idle.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.spec.idle_timeout?;
+        let now = Instant::now();
+        self.splits
+            .values()
+            .map(|c| c.last_data + timeout)
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// Minimum over active splits; when every split is idle, the maximum,
+    /// so that a quiet input still lets windows close.
+    fn advance_watermark(&mut self) {
+        if self.spec.event_time.is_none() || self.splits.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let idle = |c: &SplitClock| {
+            self.spec
+                .idle_timeout
+                .is_some_and(|t| now.duration_since(c.last_data) >= t)
+        };
+        let active: Vec<Option<EventTime>> = self
+            .splits
+            .values()
+            .filter(|c| !idle(c))
+            .map(|c| c.watermark)
+            .collect();
+        let candidate = if active.is_empty() {
+            self.splits.values().filter_map(|c| c.watermark).max()
+        } else if active.iter().any(Option::is_none) {
+            None
+        } else {
+            active.into_iter().flatten().min()
+        };
+        if let Some(wm) = candidate
+            && self.emitted.is_none_or(|e| wm > e)
+        {
+            self.emit(wm);
+        }
+    }
+
+    fn emit(&mut self, wm: EventTime) {
+        self.emitted = Some(wm);
+        self.stats.watermark.fetch_max(wm, Ordering::Relaxed);
+        self.pending.push_back(Message::Watermark(wm));
+    }
+
+    /// The reader as a stream of messages.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Message>> + Send {
+        futures::stream::unfold(self, |mut reader| async move {
+            reader.next().await.map(|m| (m, reader))
+        })
+    }
+}
+
+impl Drop for SourceReader {
+    fn drop(&mut self) {
+        if self.stats.readers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let state = self.stats.state();
+            if state == "running" {
+                self.stats.set_state("idle");
+            }
+        }
+    }
+}
+
+/// The largest event time in `column`, converted to microseconds.
+pub fn max_event_time(column: &ArrayRef) -> Result<Option<EventTime>> {
+    let micros = match column.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, None) => column.clone(),
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?
+        }
+        other => {
+            return Err(crate::internal!("event time column of type {other}"));
+        }
+    };
+    let values = micros.as_primitive::<TimestampMicrosecondType>();
+    Ok(datafusion::arrow::compute::max(values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMillisecondArray;
+
+    #[test]
+    fn event_time_is_normalized_to_microseconds() {
+        let a: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
+            Some(5),
+            None,
+            Some(2),
+        ]));
+        assert_eq!(max_event_time(&a).unwrap(), Some(5000));
+        let empty: ArrayRef = Arc::new(TimestampMillisecondArray::from(Vec::<i64>::new()));
+        assert_eq!(max_event_time(&empty).unwrap(), None);
+        assert!(a.len() == 3);
+    }
+}
