@@ -351,6 +351,10 @@ fn plan_error(message: String) -> Error {
             format!("relation \"{short}\" does not exist"),
         );
     }
+    if let Some(rest) = message.strip_prefix("Cannot execute pipeline breaking queries, operator: ")
+    {
+        return unbounded_input(rest);
+    }
     if message.starts_with("Invalid function") || message.contains("No function matches") {
         return Error::catalog(CatalogErrorKind::UndefinedFunction, message);
     }
@@ -373,6 +377,28 @@ fn plan_error(message: String) -> Error {
         sqlstate: "42000",
         message,
     }
+}
+
+/// A query that must see all of its input before answering (an aggregate,
+/// ORDER BY, a join that buffers a side) was given a source that never ends.
+/// DataFusion names the operator at the start of a debug dump; keep only it.
+fn unbounded_input(operator_dump: &str) -> Error {
+    let operator = operator_dump
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or("operator");
+    let what = match operator {
+        "AggregateExec" => "an aggregate",
+        "SortExec" | "SortPreservingMergeExec" => "ORDER BY",
+        o if o.contains("Join") => "this join",
+        "WindowAggExec" | "BoundedWindowAggExec" => "a window function",
+        _ => "this query",
+    };
+    Error::Unsupported(format!(
+        "{what} needs all of its input, but a live source never ends ({operator}); \
+         read a source with filters, projections and LIMIT, or aggregate it by event-time \
+         windows in a materialized view"
+    ))
 }
 
 fn execution_error(message: String) -> Error {

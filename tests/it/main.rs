@@ -10,4 +10,5 @@ mod hostile;
 mod psql;
 mod python;
 mod slt;
+mod sources;
 mod wire;
