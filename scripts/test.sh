@@ -112,6 +112,20 @@ stop_postgres_reference() {
     fi
 }
 
+# tansu, a Kafka-protocol broker in Rust, for tests/it/kafka.rs: built from
+# crates.io once per machine (about 8 minutes on 2 cores) into a cache dir
+# outside the clone, so later runs and fresh CI clones reuse it.
+ensure_tansu() {
+    local root="${HOME:-/tmp}/.cache/runnel/tools"
+    local bin="$root/bin/tansu"
+    if [[ ! -x "$bin" ]]; then
+        log "installing tansu 0.6.0 into $root (about 8 minutes, once per machine)"
+        cargo install tansu --version 0.6.0 --features dynostore --locked --root "$root"
+    fi
+    log "tansu found: $bin"
+    export RUNNEL_TANSU="$bin"
+}
+
 run_cargo_tests() {
     export RUNNEL_TEST_PYTHON="$venv_dir/bin/python"
     # CI clones afresh each run; a target dir outside the clone lets runs on
@@ -129,6 +143,7 @@ run_cargo_tests() {
 main() {
     ensure_psql
     ensure_python_venv
+    ensure_tansu
     ensure_postgres_reference
     run_cargo_tests "$@"
     log "all tests passed"

@@ -35,6 +35,8 @@ pub mod catalog;
 pub mod connectors;
 pub mod database;
 pub mod error;
+pub mod operators;
+pub mod planner;
 pub mod server;
 pub mod sql;
 pub mod storage;

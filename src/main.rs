@@ -41,6 +41,10 @@ struct ServeArgs {
     /// listening on a non-loopback address.
     #[arg(long, env = "RUNNEL_PASSWORD")]
     password: Option<String>,
+    /// Create a live demo source (`demo_readings`) and a windowed view over it
+    /// (`demo_temps_5s`).
+    #[arg(long, env = "RUNNEL_DEMO")]
+    demo: bool,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let db = Database::open(Config::new(&args.data_dir))
         .await
         .map_err(|e| e.to_string())?;
+    if args.demo {
+        db.install_demo()
+            .await
+            .map_err(|e| format!("creating the demo objects: {e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

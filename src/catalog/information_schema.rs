@@ -1,6 +1,7 @@
 //! `InformationSchema`: the SQL-standard `information_schema` views
-//! (`tables`, `columns`, `schemata`, `views`) over runnel's [`Catalog`], and
-//! [`pg_type_names`], the one Arrow → PostgreSQL type-name mapping.
+//! (`tables`, `columns`, `schemata`, `views`) over runnel's [`Catalog`] and
+//! the system tables of `runnel_catalog`, and [`pg_type_names`], the one
+//! Arrow → PostgreSQL type-name mapping.
 //!
 //! Every `table()` call reads the catalog afresh, so the views are always
 //! current. This file must not create or drop objects, and must not pick type
@@ -17,7 +18,8 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use super::{Catalog, DATABASE_NAME, Entry, SCHEMA_NAME};
+use super::system::{SYSTEM_SCHEMA, system_tables};
+use super::{Catalog, DATABASE_NAME, SCHEMA_NAME};
 use crate::sql::ObjectKind;
 
 /// Arrow field metadata naming an extension type; runnel marks JSON columns
@@ -144,7 +146,7 @@ fn precision(data_type: &DataType) -> [Option<i32>; 4] {
 }
 
 /// The `information_schema` of catalog `runnel`, listing the objects of
-/// schema `public`.
+/// schema `public` and the system tables of `runnel_catalog`.
 #[derive(Debug)]
 pub struct InformationSchema {
     catalog: Arc<Catalog>,
@@ -156,18 +158,26 @@ impl InformationSchema {
     }
 
     fn tables(&self) -> DfResult<RecordBatch> {
-        let entries = self.catalog.entries();
-        let table_type = |e: &Entry| match e.def.kind {
-            ObjectKind::Table => "BASE TABLE",
-            ObjectKind::View => "VIEW",
-            ObjectKind::MaterializedView => "MATERIALIZED VIEW",
-            ObjectKind::Source => "SOURCE",
-            ObjectKind::Sink => "SINK",
-        };
-        let insertable = |e: &Entry| match e.def.kind {
-            ObjectKind::Table => "YES",
-            _ => "NO",
-        };
+        // (schema, name, table_type, is_insertable_into)
+        let mut rows: Vec<(&str, String, &str, &str)> = Vec::new();
+        for entry in self.catalog.entries() {
+            let table_type = match entry.def.kind {
+                ObjectKind::Table => "BASE TABLE",
+                ObjectKind::View => "VIEW",
+                ObjectKind::MaterializedView => "MATERIALIZED VIEW",
+                // Both are relkind 'f' (see pg_catalog.rs), which PostgreSQL
+                // reports as FOREIGN; runnel_catalog.sources lists sources.
+                ObjectKind::Source | ObjectKind::Sink => "FOREIGN",
+            };
+            let insertable = match entry.def.kind {
+                ObjectKind::Table => "YES",
+                _ => "NO",
+            };
+            rows.push((SCHEMA_NAME, entry.def.name, table_type, insertable));
+        }
+        for (name, _) in system_tables() {
+            rows.push((SYSTEM_SCHEMA, name.to_string(), "BASE TABLE", "NO"));
+        }
         batch(
             &[
                 "table_catalog",
@@ -178,17 +188,19 @@ impl InformationSchema {
             ],
             &[],
             vec![
-                texts(entries.iter().map(|_| Some(DATABASE_NAME))),
-                texts(entries.iter().map(|_| Some(SCHEMA_NAME))),
-                texts(entries.iter().map(|e| Some(e.def.name.as_str()))),
-                texts(entries.iter().map(|e| Some(table_type(e)))),
-                texts(entries.iter().map(|e| Some(insertable(e)))),
+                texts(rows.iter().map(|_| Some(DATABASE_NAME))),
+                texts(rows.iter().map(|r| Some(r.0))),
+                texts(rows.iter().map(|r| Some(r.1.as_str()))),
+                texts(rows.iter().map(|r| Some(r.2))),
+                texts(rows.iter().map(|r| Some(r.3))),
             ],
         )
     }
 
     fn columns(&self) -> DfResult<RecordBatch> {
+        // (table, ordinal, field, default), and each row's schema.
         let mut rows = Vec::new();
+        let mut schemas = Vec::new();
         for entry in self.catalog.entries() {
             let schema = entry.provider.schema();
             for (i, field) in schema.fields().iter().enumerate() {
@@ -198,6 +210,13 @@ impl InformationSchema {
                     .and_then(|e| datafusion::sql::unparser::expr_to_sql(e).ok())
                     .map(|e| e.to_string());
                 rows.push((entry.def.name.clone(), i as i32 + 1, field.clone(), default));
+                schemas.push(SCHEMA_NAME);
+            }
+        }
+        for (name, schema) in system_tables() {
+            for (i, field) in schema.fields().iter().enumerate() {
+                rows.push((name.to_string(), i as i32 + 1, field.clone(), None));
+                schemas.push(SYSTEM_SCHEMA);
             }
         }
         let names: Vec<(String, &'static str)> =
@@ -231,7 +250,7 @@ impl InformationSchema {
             &["ordinal_position"],
             vec![
                 texts(rows.iter().map(|_| Some(DATABASE_NAME))),
-                texts(rows.iter().map(|_| Some(SCHEMA_NAME))),
+                texts(schemas.iter().map(|s| Some(*s))),
                 texts(rows.iter().map(|(t, ..)| Some(t.as_str()))),
                 texts(rows.iter().map(|(_, _, f, _)| Some(f.name().as_str()))),
                 Arc::new(rows.iter().map(|r| Some(r.1)).collect::<Int32Array>()),
@@ -250,7 +269,12 @@ impl InformationSchema {
     }
 
     fn schemata(&self) -> DfResult<RecordBatch> {
-        let schemas = ["information_schema", "pg_catalog", SCHEMA_NAME];
+        let schemas = [
+            "information_schema",
+            "pg_catalog",
+            SCHEMA_NAME,
+            SYSTEM_SCHEMA,
+        ];
         batch(
             &["catalog_name", "schema_name", "schema_owner"],
             &[],
@@ -438,7 +462,7 @@ mod tests {
         let got = query(
             &ctx,
             "SELECT table_catalog, table_schema, table_name, table_type \
-             FROM information_schema.tables ORDER BY table_name",
+             FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
         )
         .await;
         let want = "\
@@ -446,8 +470,8 @@ mod tests {
 | table_catalog | table_schema | table_name | table_type        |
 +---------------+--------------+------------+-------------------+
 | runnel        | public       | m          | MATERIALIZED VIEW |
-| runnel        | public       | snk        | SINK              |
-| runnel        | public       | src        | SOURCE            |
+| runnel        | public       | snk        | FOREIGN           |
+| runnel        | public       | src        | FOREIGN           |
 | runnel        | public       | t          | BASE TABLE        |
 | runnel        | public       | v          | VIEW              |
 +---------------+--------------+------------+-------------------+";
@@ -473,6 +497,25 @@ mod tests {
             "{got}"
         );
         assert!(got.contains("| pg_catalog "), "{got}");
+        assert!(got.contains("| runnel_catalog "), "{got}");
+
+        let got = query(
+            &ctx,
+            "SELECT t.table_name, t.table_type, count(*) AS columns \
+             FROM information_schema.tables t JOIN information_schema.columns c \
+             ON c.table_schema = t.table_schema AND c.table_name = t.table_name \
+             WHERE t.table_schema = 'runnel_catalog' GROUP BY 1, 2 ORDER BY 1",
+        )
+        .await;
+        let want = "\
++--------------------+------------+---------+
+| table_name         | table_type | columns |
++--------------------+------------+---------+
+| materialized_views | BASE TABLE | 9       |
+| source_errors      | BASE TABLE | 7       |
+| sources            | BASE TABLE | 15      |
++--------------------+------------+---------+";
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

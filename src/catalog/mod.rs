@@ -9,7 +9,9 @@
 
 mod information_schema;
 mod pg_catalog;
+mod pg_foreign;
 mod schema;
+mod system;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use information_schema::InformationSchema;
 pub use pg_catalog::RunnelPgCatalog;
 pub use schema::CatalogSchema;
+pub use system::{SYSTEM_SCHEMA, SystemSchema};
 
 use crate::error::{CatalogErrorKind, Error, Result};
 use crate::sql::ObjectKind;

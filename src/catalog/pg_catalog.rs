@@ -4,7 +4,8 @@
 //!
 //! This file owns the wrapper, the relkind chosen for each [`ObjectKind`] and
 //! the `pg_get_userbyid` owner name. It must not copy or reimplement the other
-//! pg_catalog tables: they are delegated to the crate untouched.
+//! pg_catalog tables: they are delegated to the crate untouched, except the
+//! ones that describe sources as foreign tables (`pg_foreign.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
-use super::{Catalog, DATABASE_NAME, SCHEMA_NAME};
+use super::system::SYSTEM_SCHEMA;
+use super::{Catalog, DATABASE_NAME, SCHEMA_NAME, pg_foreign};
 use crate::error::{Error, Result};
 use crate::sql::ObjectKind;
 
@@ -47,8 +49,11 @@ const OWNER: &str = "runnel";
 /// - Sink → 'f' as well: the PostgreSQL relation whose rows are moved to an
 ///   external system by a wrapper is again the foreign table (postgres_fdw
 ///   tables accept INSERT). Sources and sinks therefore both read "foreign
-///   table" in `\d`; SHOW SOURCES / SHOW SINKS and
-///   `information_schema.tables.table_type` tell them apart.
+///   table" to psql, which titles `\d name` "Foreign table" from the
+///   relkind alone. The parser rewrites psql's relkind CASE so that the
+///   Type column of `\d` says `source` or `sink`, decided by OID
+///   (`runnel_foreign_kind`, src/catalog/pg_foreign.rs);
+///   `runnel_catalog.sources` and SHOW SOURCES / SHOW SINKS list each kind.
 pub fn relkind(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Table => "r",
@@ -68,14 +73,15 @@ pub struct RunnelPgCatalog {
     names: Names,
 }
 
-/// OIDs of relations outside the search path (`information_schema`), as of
-/// the last `pg_class` scan. `pg_table_is_visible` answers from it; the
-/// queries that call it take their OIDs from that same scan.
+/// OIDs of relations outside the search path (`information_schema`,
+/// `runnel_catalog`), as of the last `pg_class` scan. `pg_table_is_visible`
+/// answers from it; the queries that call it take their OIDs from that same
+/// scan.
 type Hidden = Arc<std::sync::RwLock<HashSet<i32>>>;
 
 /// Names of the `public` relations by OID, as of the last `pg_class` scan,
 /// for `pg_get_viewdef(oid)` (whose callers take the OID from that scan).
-type Names = Arc<std::sync::RwLock<HashMap<i32, String>>>;
+pub(super) type Names = Arc<std::sync::RwLock<HashMap<i32, String>>>;
 
 impl RunnelPgCatalog {
     /// Registers `pg_catalog` and the PostgreSQL functions on `ctx`, then
@@ -92,6 +98,8 @@ impl RunnelPgCatalog {
         let hidden = Hidden::default();
         let names = Names::default();
         ctx.register_udf(visibility_udf(hidden.clone()));
+        ctx.register_udf(pg_foreign::foreign_kind_udf(names.clone(), catalog.clone()));
+        ctx.register_udf(pg_foreign::quote_literal_udf());
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
             ViewDef {
                 names: names.clone(),
@@ -120,6 +128,14 @@ impl RunnelPgCatalog {
         ctx.register_udf(owner_udf());
         Ok(())
     }
+
+    /// A table of the crate's pg_catalog, unpatched.
+    async fn inner_table(&self, name: &str) -> DfResult<Arc<dyn TableProvider>> {
+        self.inner
+            .table(name)
+            .await?
+            .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog has no {name}")))
+    }
 }
 
 #[async_trait]
@@ -132,19 +148,31 @@ impl SchemaProvider for RunnelPgCatalog {
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
-        if !name.eq_ignore_ascii_case("pg_class") {
-            return Ok(Some(table));
-        }
-        let namespaces = self.inner.table("pg_namespace").await?.ok_or_else(|| {
-            DataFusionError::Internal("pg_catalog has no pg_namespace".to_string())
-        })?;
-        Ok(Some(Arc::new(PgClass {
-            classes: table,
-            namespaces,
-            catalog: self.catalog.clone(),
-            hidden: self.hidden.clone(),
-            names: self.names.clone(),
-        })))
+        let catalog = self.catalog.clone();
+        let patched: Arc<dyn TableProvider> = match name.to_ascii_lowercase().as_str() {
+            "pg_class" => Arc::new(PgClass {
+                classes: table,
+                namespaces: self.inner_table("pg_namespace").await?,
+                catalog,
+                hidden: self.hidden.clone(),
+                names: self.names.clone(),
+            }),
+            "pg_attribute" => Arc::new(pg_foreign::attributes(
+                catalog,
+                table,
+                self.inner_table("pg_class").await?,
+                self.inner_table("pg_namespace").await?,
+            )?),
+            "pg_foreign_table" => Arc::new(pg_foreign::foreign_tables(
+                catalog,
+                self.inner_table("pg_class").await?,
+                self.inner_table("pg_namespace").await?,
+            )),
+            "pg_foreign_server" => Arc::new(pg_foreign::foreign_servers()),
+            "pg_foreign_data_wrapper" => Arc::new(pg_foreign::foreign_data_wrappers()),
+            _ => table,
+        };
+        Ok(Some(patched))
     }
 
     async fn table_type(&self, name: &str) -> DfResult<Option<TableType>> {
@@ -218,14 +246,16 @@ impl PatchedClasses {
         let namespaces = collect(self.namespaces, ctx).await?;
         let classes = concat_batches(&self.inner_schema, &classes)?;
         let public = namespaces_named(&namespaces, SCHEMA_NAME)?;
-        let off_path = namespaces_named(&namespaces, "information_schema")?;
+        let information_schema = namespaces_named(&namespaces, "information_schema")?;
+        let mut off_path = namespaces_named(&namespaces, SYSTEM_SCHEMA)?;
+        off_path.extend(information_schema.iter().copied());
         let kinds: HashMap<String, ObjectKind> = self
             .catalog
             .entries()
             .into_iter()
             .map(|e| (e.def.name, e.def.kind))
             .collect();
-        let patched = set_relkinds(&classes, &public, &off_path, &kinds)?;
+        let patched = set_relkinds(&classes, &public, &information_schema, &kinds)?;
         let oids = int_column(&patched, "oid")?;
         let relnamespaces = int_column(&patched, "relnamespace")?;
         let hidden: HashSet<i32> = (0..patched.num_rows())
@@ -282,7 +312,7 @@ impl PartitionStream for PatchedClasses {
 /// catalog, so there is exactly one; matching on the namespace OID (not only
 /// the name) keeps pg_catalog's own `pg_class` row apart from a user object
 /// that happens to be called `pg_class`.
-fn namespaces_named(batches: &[RecordBatch], wanted: &str) -> DfResult<HashSet<i32>> {
+pub(super) fn namespaces_named(batches: &[RecordBatch], wanted: &str) -> DfResult<HashSet<i32>> {
     let mut oids = HashSet::new();
     for batch in batches {
         let names = string_column(batch, "nspname")?;
@@ -325,14 +355,14 @@ fn set_relkinds(
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
-fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> DfResult<&'a StringArray> {
+pub(super) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> DfResult<&'a StringArray> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog column {name} is not text")))
 }
 
-fn int_column<'a>(
+pub(super) fn int_column<'a>(
     batch: &'a RecordBatch,
     name: &str,
 ) -> DfResult<&'a datafusion::arrow::array::Int32Array> {
@@ -422,7 +452,7 @@ impl datafusion::logical_expr::ScalarUDFImpl for ViewDef {
 
 /// Applies `apply` to the OIDs of a scalar or array argument, keeping its
 /// shape (a scalar in gives a scalar out).
-fn map_oids(
+pub(super) fn map_oids(
     arg: &ColumnarValue,
     apply: impl Fn(&datafusion::arrow::array::Int32Array) -> datafusion::arrow::array::ArrayRef,
 ) -> DfResult<ColumnarValue> {
@@ -530,6 +560,11 @@ pub(crate) mod tests {
         db.register_schema(
             "information_schema",
             Arc::new(InformationSchema::new(catalog.clone())),
+        )
+        .unwrap();
+        db.register_schema(
+            SYSTEM_SCHEMA,
+            Arc::new(crate::catalog::SystemSchema::new(catalog.clone())),
         )
         .unwrap();
         ctx
@@ -671,6 +706,33 @@ ORDER BY 1,2;"#,
 | public | t        | table             | runnel |
 | public | v        | view              | runnel |
 +--------+----------+-------------------+--------+";
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn foreign_relations_are_named_by_kind_and_system_tables_hidden() {
+        let (_dir, catalog) = every_kind();
+        let ctx = context(&catalog);
+        let got = query(
+            &ctx,
+            "SELECT c.relname, CASE c.relkind WHEN 'f' THEN runnel_foreign_kind(c.oid) END AS kind, \
+             pg_table_is_visible(c.oid) AS visible \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname IN ('public', 'runnel_catalog') AND c.relkind IN ('f', 'r') \
+             ORDER BY 1",
+        )
+        .await;
+        let want = "\
++--------------------+--------+---------+
+| relname            | kind   | visible |
++--------------------+--------+---------+
+| materialized_views |        | false   |
+| snk                | sink   | true    |
+| source_errors      |        | false   |
+| sources            |        | false   |
+| src                | source | true    |
+| t                  |        | true    |
++--------------------+--------+---------+";
         assert_eq!(got, want);
     }
 

@@ -1,14 +1,30 @@
 //! The `file` connector: JSON lines, CSV or raw lines from a file, a glob or
-//! a directory.
+//! a directory. Its line framing (`lines.rs`) is shared with `tcp`.
 //!
 //! Without `follow` a reader reads every matching file to its end and
-//! finishes (its last watermark closes every window). With `follow = 'true'`
-//! it keeps going like `tail -F`: appended lines, new files that match, and
-//! rotation (the path replaced by a new file, or truncated) are picked up.
-//! Each file is a split; a line is a record; a partial last line waits for
-//! its newline.
+//! finishes (its last watermark closes every window); files are opened one
+//! at a time, so a glob over many files does not exhaust descriptors. With
+//! `follow = 'true'` it keeps going like `tail -F`: appended lines, new files
+//! that match, rotation and truncation are picked up.
+//!
+//! A file is known by its identity (device and inode), not its path. Each
+//! poll compares the open files with what the path names now: a file no
+//! longer named (deleted, or renamed to a name that does not match) is read
+//! to its end, its unterminated last line becomes a record and its split
+//! ends; a file renamed to another matching name goes on under that name (so
+//! `app.log` rotated to `app.log.1` in a followed directory is neither lost
+//! nor read twice); a file shorter than what was read (copytruncate) is read
+//! again from byte 0; a file not yet open is read from byte 0. Lines written
+//! to a rotated file after it was read to its end and closed are not read.
+//!
+//! Each file is a split named by its path; a line is a record, positioned by
+//! its byte offset; a partial last line waits for its newline (or, without
+//! follow, for the end of the file). A line over `max_line_bytes` is a bad
+//! record whose first bytes are kept; memory per file stays bounded.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::io::SeekFrom;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,17 +33,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+mod lines;
+
+pub(super) use lines::{Framed, LineFramer, Numbering, framed_rejects};
 
 use super::options::{Options, invalid};
-use super::records::RawRecords;
-use super::runtime::{Downstream, ReaderContext, SplitWriter};
+use super::runtime::{Downstream, ReaderContext, ReadySignal, SplitWriter};
 use super::{Connector, SourceSpec};
 use crate::error::{Error, Result};
 
 /// Bytes read per call; big enough to amortize decoding, small enough to
 /// keep latency and memory low.
 const READ_CHUNK: usize = 1 << 20;
+/// The default `max_line_bytes`, for files and sockets.
+pub(super) const DEFAULT_MAX_LINE: usize = 1 << 20;
+/// The largest `max_line_bytes` accepted.
+pub(super) const MAX_MAX_LINE: i64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct FileConnector {
@@ -36,6 +59,8 @@ pub struct FileConnector {
     follow: bool,
     /// How often a following reader looks for new data and files.
     poll_interval: Duration,
+    /// A longer line is a bad record; bounds the memory of a partial line.
+    max_line: usize,
 }
 
 impl FileConnector {
@@ -48,42 +73,41 @@ impl FileConnector {
         if poll_interval.is_zero() {
             return Err(invalid("poll_interval must be above zero".into()));
         }
+        let max_line = options
+            .int("max_line_bytes", &[], 1, MAX_MAX_LINE)?
+            .map_or(DEFAULT_MAX_LINE, |n| n as usize);
         Ok(FileConnector {
             path,
             follow,
             poll_interval,
+            max_line,
         })
-    }
-
-    /// The files the path names now, sorted.
-    fn matching_files(&self) -> Result<Vec<PathBuf>> {
-        list_files(&self.path)
     }
 }
 
 /// Lists the regular files a path names: the file itself, a directory's
-/// files, or a glob's matches.
+/// files (not hidden ones), or a glob's matches. Sorted.
 fn list_files(path: &str) -> Result<Vec<PathBuf>> {
-    let is_pattern = path.contains(['*', '?', '[']);
     let mut files = Vec::new();
-    if is_pattern {
-        let entries =
-            glob::glob(path).map_err(|e| invalid(format!("bad file pattern \"{path}\": {e}")))?;
-        for entry in entries.flatten() {
-            if entry.is_file() {
-                files.push(entry);
-            }
-        }
+    if path.contains(['*', '?', '[']) {
+        // As in a shell (and like a directory's listing), `*` does not
+        // match hidden files: editors' swap files stay out.
+        let options = glob::MatchOptions {
+            require_literal_leading_dot: true,
+            ..Default::default()
+        };
+        let entries = glob::glob_with(path, options)
+            .map_err(|e| invalid(format!("bad file pattern \"{path}\": {e}")))?;
+        files.extend(entries.flatten().filter(|p| p.is_file()));
     } else {
         let p = Path::new(path);
         let meta = std::fs::metadata(p).map_err(|e| unreadable(path, &e))?;
         if meta.is_dir() {
             let listing = std::fs::read_dir(p).map_err(|e| unreadable(path, &e))?;
             for entry in listing.flatten() {
-                let entry_path = entry.path();
                 let hidden = entry.file_name().to_string_lossy().starts_with('.');
-                if entry_path.is_file() && !hidden {
-                    files.push(entry_path);
+                if !hidden && entry.path().is_file() {
+                    files.push(entry.path());
                 }
             }
         } else {
@@ -92,6 +116,26 @@ fn list_files(path: &str) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// A file's identity: it survives renames, and cannot be reused while the
+/// file is open.
+type FileId = (u64, u64);
+
+/// What the path names now, by identity (the first path of each file). A
+/// plain path that does not exist (mid-rotation) names nothing.
+fn scan(path: &str) -> Result<BTreeMap<FileId, PathBuf>> {
+    let is_pattern = path.contains(['*', '?', '[']);
+    if !is_pattern && !Path::new(path).exists() {
+        return Ok(BTreeMap::new());
+    }
+    let mut named = BTreeMap::new();
+    for p in list_files(path)? {
+        if let Ok(meta) = std::fs::metadata(&p) {
+            named.entry((meta.dev(), meta.ino())).or_insert(p);
+        }
+    }
+    Ok(named)
 }
 
 fn unreadable(path: &str, e: &std::io::Error) -> Error {
@@ -112,7 +156,7 @@ impl Connector for FileConnector {
     }
 
     async fn check(&self, _spec: &SourceSpec) -> Result<()> {
-        let files = self.matching_files()?;
+        let files = list_files(&self.path)?;
         for f in &files {
             std::fs::File::open(f).map_err(|e| unreadable(&f.display().to_string(), &e))?;
         }
@@ -132,26 +176,25 @@ impl Connector for FileConnector {
             let spec = ctx.spec.clone();
             let stats = ctx.stats.clone();
             let tx = ctx.sender();
-            move |id: String| {
+            move |path: &Path| {
+                let id = path.display().to_string();
                 SplitWriter::new(id, spec.clone(), stats.clone(), Downstream::One(tx.clone()))
             }
         };
-        ctx.spawn(async move { connector.run(spec, make).await });
+        let ready = ctx.ready_signal();
+        ctx.spawn(async move { connector.run(spec, make, ready).await });
         Ok(())
     }
 }
 
 /// One file being read.
 struct OpenFile {
+    /// The name it has now (the split and the `file` metadata).
     path: PathBuf,
     file: tokio::fs::File,
-    inode: u64,
     /// Byte offset of the next unread byte.
     offset: u64,
-    /// Bytes after the last newline, waiting for the rest of their line.
-    partial: Vec<u8>,
-    /// The first line is a CSV header still to be skipped.
-    skip_header: bool,
+    lines: LineFramer,
     writer: SplitWriter,
 }
 
@@ -159,56 +202,55 @@ impl FileConnector {
     async fn run(
         self,
         spec: Arc<SourceSpec>,
-        make: impl Fn(String) -> SplitWriter + Send,
+        make: impl Fn(&Path) -> SplitWriter + Send,
+        ready: ReadySignal,
     ) -> Result<()> {
-        let mut open: BTreeMap<PathBuf, OpenFile> = BTreeMap::new();
         let mut buf = vec![0u8; READ_CHUNK];
-        // Files announced up front hold back the watermark until read, so
-        // a later file's older rows are never behind it.
-        for path in self.matching_files()? {
-            let f = self.open(&spec, &path, &make).await?;
-            f.writer.announce().await?;
-            open.insert(path, f);
-        }
         if !self.follow {
-            for (_, mut f) in std::mem::take(&mut open) {
-                while read_some(&spec, &mut f, &mut buf).await? {}
-                flush_partial(&spec, &mut f).await?;
-                f.writer.finish().await?;
+            // Every file is announced before any is read, so that a later
+            // file's older rows are never behind the watermark.
+            let mut splits = Vec::new();
+            for path in list_files(&self.path)? {
+                let writer = make(&path);
+                writer.announce().await?;
+                splits.push((path, writer));
+            }
+            ready.send().await?;
+            for (path, writer) in splits {
+                let mut f = self.open(&spec, &path, writer).await?;
+                while f.read_some(&spec, &mut buf).await? {}
+                f.end(&spec).await?;
             }
             return Ok(());
         }
+        let mut open: BTreeMap<FileId, OpenFile> = BTreeMap::new();
+        let mut initial: Vec<(FileId, PathBuf)> = self.scan().await?.into_iter().collect();
+        initial.sort_by(|a, b| a.1.cmp(&b.1));
+        for (id, path) in initial {
+            let f = self.open(&spec, &path, make(&path)).await?;
+            f.writer.announce().await?;
+            open.insert(id, f);
+        }
+        ready.send().await?;
         loop {
             let mut progressed = false;
-            for f in open.values_mut() {
-                while read_some(&spec, f, &mut buf).await? {
+            // In name order, as without follow.
+            let mut by_name: Vec<&mut OpenFile> = open.values_mut().collect();
+            by_name.sort_by(|a, b| a.path.cmp(&b.path));
+            for f in by_name {
+                while f.read_some(&spec, &mut buf).await? {
                     progressed = true;
                 }
-                if let Some(replaced) = self.rotated(f).await {
-                    // The old file is read to its end above; its final
-                    // unterminated line is complete now.
-                    flush_partial(&spec, f).await?;
-                    let writer = std::mem::replace(&mut f.writer, make(String::new()));
-                    let mut fresh = self.open(&spec, &f.path, &make).await?;
-                    if !replaced {
-                        // Truncated in place: same split, from the start.
-                        fresh.writer = writer;
-                    } else {
-                        writer.finish().await?;
-                    }
-                    *f = fresh;
-                    progressed = true;
-                }
+                // At the end of what the file holds now: answers FLUSH.
+                f.writer.caught_up().await?;
             }
-            if let Ok(files) = self.matching_files() {
-                for path in files {
-                    if !open.contains_key(&path)
-                        && let Ok(f) = self.open(&spec, &path, &make).await
-                    {
-                        open.insert(path, f);
-                        progressed = true;
-                    }
+            match self.scan().await {
+                Ok(named) => {
+                    progressed |= self
+                        .reconcile(&spec, &mut open, named, &make, &mut buf)
+                        .await?;
                 }
+                Err(e) => tracing::debug!(path = %self.path, "listing files: {e}"),
             }
             if !progressed {
                 tokio::time::sleep(self.poll_interval).await;
@@ -216,115 +258,151 @@ impl FileConnector {
         }
     }
 
-    async fn open(
+    /// Lists the files off the async threads (directories can be large).
+    async fn scan(&self) -> Result<BTreeMap<FileId, PathBuf>> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || scan(&path))
+            .await
+            .map_err(|e| crate::internal!("listing files: {e}"))?
+    }
+
+    /// Brings the open files in line with what the path names now. Files
+    /// that went away or were renamed are handled before new files are
+    /// opened, so a split name is ended before another file takes it.
+    async fn reconcile(
         &self,
-        spec: &Arc<SourceSpec>,
-        path: &Path,
-        make: &impl Fn(String) -> SplitWriter,
-    ) -> Result<OpenFile> {
+        spec: &SourceSpec,
+        open: &mut BTreeMap<FileId, OpenFile>,
+        named: BTreeMap<FileId, PathBuf>,
+        make: &impl Fn(&Path) -> SplitWriter,
+        buf: &mut [u8],
+    ) -> Result<bool> {
+        let mut changed = false;
+        let ids: Vec<FileId> = open.keys().copied().collect();
+        for id in ids {
+            let Some(f) = open.get_mut(&id) else {
+                continue;
+            };
+            match named.get(&id) {
+                None => {
+                    // What was written before it went away is still read.
+                    while f.read_some(spec, buf).await? {}
+                    if let Some(f) = open.remove(&id) {
+                        f.end(spec).await?;
+                    }
+                    changed = true;
+                }
+                Some(path) if *path != f.path => {
+                    while f.read_some(spec, buf).await? {}
+                    let old = std::mem::replace(&mut f.writer, make(path));
+                    old.finish().await?;
+                    f.path = path.clone();
+                    changed = true;
+                }
+                Some(_) => {
+                    let len = f.file.metadata().await.map_or(f.offset, |m| m.len());
+                    if len < f.offset {
+                        f.restart(spec).await?;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for (id, path) in named {
+            if let Entry::Vacant(slot) = open.entry(id) {
+                match self.open(spec, &path, make(&path)).await {
+                    Ok(f) => {
+                        slot.insert(f);
+                        changed = true;
+                    }
+                    Err(e) => tracing::debug!("{e}; trying again at the next poll"),
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn open(&self, spec: &SourceSpec, path: &Path, writer: SplitWriter) -> Result<OpenFile> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| unreadable(&path.display().to_string(), &e))?;
-        let inode = file
-            .metadata()
-            .await
-            .map_err(|e| unreadable(&path.display().to_string(), &e))?
-            .ino();
+        let skip_header = spec.format.as_ref().is_some_and(|f| f.skips_header());
         Ok(OpenFile {
             path: path.to_path_buf(),
             file,
-            inode,
             offset: 0,
-            partial: Vec::new(),
-            skip_header: spec.format.as_ref().is_some_and(|f| f.skips_header()),
-            writer: make(path.display().to_string()),
+            lines: LineFramer::new(self.max_line, Numbering::ByteOffset, skip_header),
+            writer,
         })
     }
-
-    /// `Some(true)` when the path now names another file, `Some(false)`
-    /// when the file was truncated, `None` when nothing changed.
-    async fn rotated(&self, f: &OpenFile) -> Option<bool> {
-        let meta = tokio::fs::metadata(&f.path).await.ok()?;
-        if meta.ino() != f.inode {
-            Some(true)
-        } else if meta.len() < f.offset {
-            Some(false)
-        } else {
-            None
-        }
-    }
 }
 
-/// Reads what is there; false at the current end of the file.
-async fn read_some(spec: &SourceSpec, f: &mut OpenFile, buf: &mut [u8]) -> Result<bool> {
-    let n = f
-        .file
-        .read(buf)
-        .await
-        .map_err(|e| Error::io(format!("reading {}", f.path.display()), e))?;
-    if n == 0 {
-        return Ok(false);
-    }
-    let chunk_start = f.offset - f.partial.len() as u64;
-    f.offset += n as u64;
-    let mut data = std::mem::take(&mut f.partial);
-    data.extend_from_slice(&buf[..n]);
-    let Some(last_newline) = memchr::memrchr(b'\n', &data) else {
-        f.partial = data;
-        return Ok(true);
-    };
-    f.partial = data[last_newline + 1..].to_vec();
-    let complete = &data[..last_newline + 1];
-    let mut records = RawRecords::with_capacity(complete.len() / 64 + 1, complete.len());
-    let mut line_start = 0;
-    for end in memchr::memchr_iter(b'\n', complete) {
-        let line = &complete[line_start..end];
-        let position = chunk_start + line_start as u64;
-        line_start = end + 1;
-        if std::mem::take(&mut f.skip_header) {
-            continue;
+impl OpenFile {
+    /// Reads what is there; false at the current end of the file.
+    async fn read_some(&mut self, spec: &SourceSpec, buf: &mut [u8]) -> Result<bool> {
+        let n = self
+            .file
+            .read(buf)
+            .await
+            .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
+        if n == 0 {
+            return Ok(false);
         }
-        if line.is_empty() || line == b"\r" {
-            continue;
+        self.offset += n as u64;
+        let framed = self.lines.feed(&buf[..n]);
+        self.send(spec, framed).await?;
+        Ok(true)
+    }
+
+    /// The file is done: its unterminated last line is a record, and its
+    /// split ends.
+    async fn end(mut self, spec: &SourceSpec) -> Result<()> {
+        let framed = self.lines.finish();
+        self.send(spec, framed).await?;
+        self.writer.finish().await
+    }
+
+    /// Truncated in place: the same split again from byte 0. The old
+    /// content's unterminated last line is a record; the new content has
+    /// no header of its own (the writer only truncated).
+    async fn restart(&mut self, spec: &SourceSpec) -> Result<()> {
+        let framed = self.lines.finish();
+        self.send(spec, framed).await?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .await
+            .map_err(|e| Error::io(format!("rewinding {}", self.path.display()), e))?;
+        self.offset = 0;
+        self.lines.reset(0);
+        Ok(())
+    }
+
+    async fn send(&mut self, spec: &SourceSpec, framed: Framed) -> Result<()> {
+        let Framed {
+            mut records,
+            too_long,
+        } = framed;
+        framed_rejects(&self.writer, too_long)?;
+        if records.is_empty() {
+            return Ok(());
         }
-        records.push(line, position);
+        for m in &spec.metadata {
+            let column: ArrayRef = match m.kind.as_str() {
+                "file" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    self.path.display().to_string(),
+                    records.len(),
+                ))),
+                "offset" => Arc::new(Int64Array::from_iter_values(
+                    (0..records.len()).map(|i| records.position(i) as i64),
+                )),
+                other => return Err(crate::internal!("file metadata {other}")),
+            };
+            records.metadata.push(column);
+        }
+        let size = self.file.metadata().await.map_or(self.offset, |m| m.len());
+        let lag = size.saturating_sub(self.offset) as i64;
+        self.writer.records(records).await?;
+        self.writer.set_lag(self.offset, Some(lag));
+        Ok(())
     }
-    send(spec, f, records).await?;
-    Ok(true)
-}
-
-/// A last line without a newline is a record once the file is done.
-async fn flush_partial(spec: &SourceSpec, f: &mut OpenFile) -> Result<()> {
-    let line = std::mem::take(&mut f.partial);
-    if line.is_empty() || std::mem::take(&mut f.skip_header) {
-        return Ok(());
-    }
-    let mut records = RawRecords::with_capacity(1, line.len());
-    records.push(&line, f.offset - line.len() as u64);
-    send(spec, f, records).await
-}
-
-async fn send(spec: &SourceSpec, f: &mut OpenFile, mut records: RawRecords) -> Result<()> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    for m in &spec.metadata {
-        let column: ArrayRef = match m.kind.as_str() {
-            "file" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                f.path.display().to_string(),
-                records.len(),
-            ))),
-            "offset" => Arc::new(Int64Array::from_iter_values(
-                (0..records.len()).map(|i| records.position(i) as i64),
-            )),
-            other => return Err(crate::internal!("file metadata {other}")),
-        };
-        records.metadata.push(column);
-    }
-    let size = f.file.metadata().await.map(|m| m.len()).unwrap_or(f.offset);
-    let lag = size.saturating_sub(f.offset) as i64;
-    let last = f.offset;
-    f.writer.records(records).await?;
-    f.writer.set_lag(last, Some(lag));
-    Ok(())
 }

@@ -11,12 +11,16 @@
 //! position, as in Flink and RisingWave. Sources that cannot replay (TCP) fan
 //! their input out to the readers attached at the time.
 
+mod datagen;
 mod file;
 mod format;
+mod kafka;
+mod nexmark;
 mod options;
 mod records;
 mod runtime;
 mod scan;
+mod tcp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,8 +37,8 @@ pub use format::{Format, RecordDecoder};
 pub use options::{Options, invalid, parse_bool, parse_duration};
 pub use records::RawRecords;
 pub use runtime::{
-    Downstream, Fanout, ReaderContext, SourceErrorRecord, SourceReader, SourceStats, SplitEvent,
-    SplitWriter, max_event_time,
+    Downstream, Fanout, FlushRequests, ReaderContext, ReadySignal, SourceErrorRecord, SourceReader,
+    SourceStats, SplitEvent, SplitWriter, max_event_time,
 };
 pub use scan::SourceTable;
 
@@ -392,10 +396,14 @@ impl CsvOptions {
 fn configure(
     name: &str,
     options: &mut Options,
-    _declared: &SchemaRef,
+    declared: &SchemaRef,
 ) -> Result<Arc<dyn Connector>> {
     Ok(match name {
+        "datagen" => Arc::new(datagen::DatagenConnector::configure(options, declared)?),
         "file" => Arc::new(file::FileConnector::configure(options)?),
+        "tcp" => Arc::new(tcp::TcpConnector::configure(options)?),
+        "nexmark" => Arc::new(nexmark::NexmarkConnector::configure(options, declared)?),
+        "kafka" => Arc::new(kafka::KafkaConnector::configure(options)?),
         other => {
             return Err(Error::Plan {
                 sqlstate: "42704",

@@ -46,6 +46,15 @@ pub enum SplitEvent {
     },
     /// The split has ended (a file read to its end, a connection closed).
     End(Arc<str>),
+    /// The connector has announced every split it starts with; until then a
+    /// FLUSH cannot know that nothing is missing.
+    Ready,
+    /// The split has delivered everything that was available when FLUSH
+    /// epoch `epoch` was requested.
+    CaughtUp {
+        split: Arc<str>,
+        epoch: u64,
+    },
     Failed(Error),
 }
 
@@ -70,6 +79,10 @@ pub struct SourceStats {
     pub watermark: AtomicI64,
     pub readers: AtomicUsize,
     state: Mutex<String>,
+    /// Bumped by each FLUSH; splits answer with `CaughtUp` once they have
+    /// delivered everything available at that moment.
+    flush_epoch: AtomicU64,
+    flush_notify: Notify,
     /// Per split: last position read and, where known, how far behind the
     /// end of the split it is.
     positions: Mutex<BTreeMap<String, (u64, Option<i64>)>>,
@@ -85,6 +98,8 @@ impl Default for SourceStats {
             watermark: AtomicI64::new(EventTime::MIN),
             readers: AtomicUsize::new(0),
             state: Mutex::new("idle".into()),
+            flush_epoch: AtomicU64::new(0),
+            flush_notify: Notify::new(),
             positions: Mutex::new(BTreeMap::new()),
             errors_log: Mutex::new(VecDeque::new()),
         }
@@ -94,6 +109,29 @@ impl Default for SourceStats {
 impl SourceStats {
     pub fn state(&self) -> String {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Starts a FLUSH epoch; returns it.
+    pub fn request_flush(&self) -> u64 {
+        let epoch = self.flush_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.flush_notify.notify_waiters();
+        epoch
+    }
+
+    pub fn flush_epoch(&self) -> u64 {
+        self.flush_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once a FLUSH epoch above `seen` is requested. Splits that
+    /// block on input (an idle socket) wait on this beside their read.
+    pub async fn flush_wanted(&self, seen: u64) {
+        loop {
+            let notified = self.flush_notify.notified();
+            if self.flush_epoch() > seen {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn set_state(&self, state: impl Into<String>) {
@@ -107,6 +145,14 @@ impl SourceStats {
     pub fn set_position(&self, split: &str, position: u64, lag: Option<i64>) {
         if let Ok(mut p) = self.positions.lock() {
             p.insert(split.to_string(), (position, lag));
+        }
+    }
+
+    /// Forgets a split that is gone for good (a closed TCP connection), so
+    /// that short-lived splits do not pile up.
+    pub fn remove_position(&self, split: &str) {
+        if let Ok(mut p) = self.positions.lock() {
+            p.remove(split);
         }
     }
 
@@ -190,7 +236,10 @@ impl Fanout {
         r.len()
     }
 
-    async fn send(&self, event: impl Fn() -> SplitEvent) {
+    /// Delivers `event` to every attached reader, waiting for one if none
+    /// is. Connectors call it directly for events no split writer sends
+    /// (a failure under `on_error = 'fail'`).
+    pub async fn send(&self, event: impl Fn() -> SplitEvent) {
         loop {
             self.wait_for_reader().await;
             let readers: Vec<_> = self.readers.lock().map(|r| r.clone()).unwrap_or_default();
@@ -214,6 +263,8 @@ pub struct SplitWriter {
     downstream: Downstream,
     /// Highest watermark of this split so far.
     watermark: Option<EventTime>,
+    /// The last FLUSH epoch this split answered.
+    caught_up: u64,
 }
 
 impl SplitWriter {
@@ -230,7 +281,32 @@ impl SplitWriter {
             stats,
             downstream,
             watermark: None,
+            caught_up: 0,
         }
+    }
+
+    /// Connectors call this whenever the split has delivered everything
+    /// available right now (end of a file, a fetch at the high watermark,
+    /// nothing more ready on a socket, a generator tick). Answers a pending
+    /// FLUSH; costs nothing otherwise.
+    pub async fn caught_up(&mut self) -> Result<()> {
+        let epoch = self.stats.flush_epoch();
+        if epoch <= self.caught_up {
+            return Ok(());
+        }
+        self.caught_up = epoch;
+        let id = self.id.clone();
+        self.downstream
+            .send(|| SplitEvent::CaughtUp {
+                split: id.clone(),
+                epoch,
+            })
+            .await
+    }
+
+    /// The last FLUSH epoch answered, for `SourceStats::flush_wanted`.
+    pub fn answered_epoch(&self) -> u64 {
+        self.caught_up
     }
 
     pub fn id(&self) -> &str {
@@ -270,17 +346,7 @@ impl SplitWriter {
                 message: e.message.clone(),
                 raw: raw[..raw.len().min(RAW_ERROR_BYTES)].to_vec(),
             };
-            if self.spec.fail_on_error {
-                return Err(Error::Data {
-                    sqlstate: "22P02",
-                    message: format!(
-                        "source \"{}\" stopped at a bad record ({} at position {}): {} \
-                         (on_error = 'fail'; use on_error = 'skip' to skip bad records)",
-                        self.spec.name, record.split, record.position, record.message
-                    ),
-                });
-            }
-            self.stats.record_error(record);
+            self.bad_record(record)?;
         }
         let mut columns = batch.columns().to_vec();
         for meta in &records.metadata {
@@ -295,6 +361,34 @@ impl SplitWriter {
             self.stats.set_position(&self.id, last, lag);
         }
         self.send_batch(batch).await
+    }
+
+    /// A record the connector refused itself (a line over the length
+    /// limit), treated like one the decoder refused.
+    pub fn reject(&self, position: u64, message: String, raw: &[u8]) -> Result<()> {
+        self.bad_record(SourceErrorRecord {
+            at: SystemTime::now(),
+            split: self.id.to_string(),
+            position,
+            message,
+            raw: raw[..raw.len().min(RAW_ERROR_BYTES)].to_vec(),
+        })
+    }
+
+    /// Logs and skips a bad record, or stops under `on_error = 'fail'`.
+    fn bad_record(&self, record: SourceErrorRecord) -> Result<()> {
+        if self.spec.fail_on_error {
+            return Err(Error::Data {
+                sqlstate: "22P02",
+                message: format!(
+                    "source \"{}\" stopped at a bad record ({} at position {}): {} \
+                     (on_error = 'fail'; use on_error = 'skip' to skip bad records)",
+                    self.spec.name, record.split, record.position, record.message
+                ),
+            });
+        }
+        self.stats.record_error(record);
+        Ok(())
     }
 
     /// Sends rows that are already columnar (generators).
@@ -366,6 +460,12 @@ impl ReaderContext {
         )
     }
 
+    /// A signal the connector sends once it has announced its initial
+    /// splits (for a TCP source: at once, connections come and go).
+    pub fn ready_signal(&self) -> ReadySignal {
+        ReadySignal(self.tx.clone())
+    }
+
     /// The raw channel, for sources that fan out to several readers.
     pub fn sender(&self) -> mpsc::Sender<SplitEvent> {
         self.tx.clone()
@@ -397,10 +497,52 @@ impl ReaderContext {
     }
 }
 
+/// Sent once by a connector: "every split I start with is announced".
+pub struct ReadySignal(mpsc::Sender<SplitEvent>);
+
+impl ReadySignal {
+    pub async fn send(self) -> Result<()> {
+        self.0
+            .send(SplitEvent::Ready)
+            .await
+            .map_err(|_| Error::Canceled("the reader of this source has stopped"))
+    }
+}
+
 /// Per split, what the merge knows.
 struct SplitClock {
     watermark: Option<EventTime>,
     last_data: Instant,
+    /// The last FLUSH epoch the split has answered.
+    caught_up: u64,
+}
+
+impl SplitClock {
+    fn new() -> Self {
+        SplitClock {
+            watermark: None,
+            last_data: Instant::now(),
+            caught_up: 0,
+        }
+    }
+}
+
+/// FLUSH requests of one reader: (ticket, source epoch), oldest first.
+#[derive(Clone, Default)]
+pub struct FlushRequests {
+    pending: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    stats: Arc<SourceStats>,
+}
+
+impl FlushRequests {
+    /// Asks for a `Flush(ticket)` barrier once every split has delivered
+    /// what is available now.
+    pub fn request(&self, ticket: u64) {
+        let epoch = self.stats.request_flush();
+        if let Ok(mut p) = self.pending.lock() {
+            p.push_back((ticket, epoch));
+        }
+    }
 }
 
 /// One reader of a source: the merged stream of its splits.
@@ -414,6 +556,11 @@ pub struct SourceReader {
     emitted: Option<EventTime>,
     pending: VecDeque<Message>,
     done: bool,
+    /// The connector has announced its initial splits.
+    ready: bool,
+    flushes: FlushRequests,
+    /// The source epoch already seen, to notice new FLUSH requests.
+    seen_epoch: u64,
 }
 
 /// The channel depth between splits and their reader: enough to overlap
@@ -440,14 +587,47 @@ impl SourceReader {
         stats.set_state("running");
         Ok(SourceReader {
             spec,
-            stats,
+            stats: stats.clone(),
             rx,
             _tasks: tasks,
             splits: HashMap::new(),
             emitted: None,
             pending: VecDeque::new(),
             done: false,
+            ready: false,
+            flushes: FlushRequests {
+                pending: Arc::default(),
+                stats: stats.clone(),
+            },
+            seen_epoch: stats.flush_epoch(),
         })
+    }
+
+    /// The handle through which a dataflow asks this reader for FLUSH
+    /// barriers.
+    pub fn flush_requests(&self) -> FlushRequests {
+        self.flushes.clone()
+    }
+
+    /// Emits the FLUSH barriers every split has caught up with.
+    fn release_flushes(&mut self) {
+        if !self.ready {
+            return;
+        }
+        let Ok(mut pending) = self.flushes.pending.lock() else {
+            return;
+        };
+        while let Some(&(ticket, epoch)) = pending.front() {
+            if self.splits.values().any(|c| c.caught_up < epoch) {
+                break;
+            }
+            pending.pop_front();
+            self.pending
+                .push_back(Message::Barrier(crate::stream::Barrier {
+                    epoch,
+                    kind: crate::stream::BarrierKind::Flush(ticket),
+                }));
+        }
     }
 
     /// The next message; `None` once a finite source has ended (after a
@@ -460,17 +640,28 @@ impl SourceReader {
             if self.done {
                 return None;
             }
-            let event = match self.idle_deadline() {
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline.into(), self.rx.recv()).await {
-                        Ok(event) => event,
-                        Err(_) => {
-                            self.advance_watermark();
-                            continue;
-                        }
-                    }
+            self.release_flushes();
+            if let Some(m) = self.pending.pop_front() {
+                return Some(Ok(m));
+            }
+            let stats = self.stats.clone();
+            let seen = self.seen_epoch;
+            let deadline = self.idle_deadline();
+            let event = tokio::select! {
+                event = self.rx.recv() => event,
+                _ = stats.flush_wanted(seen) => {
+                    self.seen_epoch = stats.flush_epoch();
+                    continue;
                 }
-                None => self.rx.recv().await,
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.advance_watermark();
+                    continue;
+                }
             };
             match event {
                 None => {
@@ -485,11 +676,13 @@ impl SourceReader {
                     self.done = true;
                     return Some(Err(e));
                 }
+                Some(SplitEvent::Ready) => self.ready = true,
                 Some(SplitEvent::Start(split)) => {
-                    self.splits.entry(split).or_insert(SplitClock {
-                        watermark: None,
-                        last_data: Instant::now(),
-                    });
+                    self.splits.entry(split).or_insert_with(SplitClock::new);
+                }
+                Some(SplitEvent::CaughtUp { split, epoch }) => {
+                    let clock = self.splits.entry(split).or_insert_with(SplitClock::new);
+                    clock.caught_up = clock.caught_up.max(epoch);
                 }
                 Some(SplitEvent::End(split)) => {
                     self.splits.remove(&split);
@@ -500,10 +693,7 @@ impl SourceReader {
                     batch,
                     watermark,
                 }) => {
-                    let clock = self.splits.entry(split).or_insert(SplitClock {
-                        watermark: None,
-                        last_data: Instant::now(),
-                    });
+                    let clock = self.splits.entry(split).or_insert_with(SplitClock::new);
                     clock.last_data = Instant::now();
                     if watermark > clock.watermark {
                         clock.watermark = watermark;

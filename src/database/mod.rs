@@ -7,11 +7,14 @@
 //! decides what each typed statement does; it does not speak pgwire.
 
 mod copy;
+mod demo;
 mod functions;
+mod hop;
 mod output;
 mod settings;
 mod sources;
 mod types;
+mod views;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -73,6 +76,10 @@ struct Shared {
     parser: Parser,
     /// Fully registered state each session starts from.
     template: SessionState,
+    /// The running dataflow of each materialized view, by name.
+    dataflows: std::sync::Mutex<HashMap<String, Arc<crate::stream::Dataflow>>>,
+    /// FLUSH tickets, increasing.
+    flush_ticket: std::sync::atomic::AtomicU64,
 }
 
 /// Who is on the other end of a session.
@@ -111,6 +118,8 @@ impl Database {
                 catalog,
                 parser: Parser::new(),
                 template,
+                dataflows: std::sync::Mutex::new(HashMap::new()),
+                flush_ticket: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         for def in definitions {
@@ -169,6 +178,27 @@ impl Database {
         Ok(())
     }
 
+    fn register_dataflow(&self, name: &str, dataflow: crate::stream::Dataflow) {
+        if let Ok(mut flows) = self.shared.dataflows.lock() {
+            flows.insert(name.to_string(), Arc::new(dataflow));
+        }
+    }
+
+    /// Stops a dropped view's dataflow (dropping it aborts its tasks).
+    fn forget_dataflow(&self, name: &str) {
+        if let Ok(mut flows) = self.shared.dataflows.lock() {
+            flows.remove(name);
+        }
+    }
+
+    fn dataflow_handles(&self) -> Vec<Arc<crate::stream::Dataflow>> {
+        self.shared
+            .dataflows
+            .lock()
+            .map(|f| f.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Rebuilds a live object from its persisted definition.
     async fn rebuild(&self, def: &Definition) -> Result<Entry> {
         let session = self.session();
@@ -195,6 +225,11 @@ impl Database {
                     let plan = session.plan(*stmt).await?;
                     view_provider(plan)?
                 }
+                (ObjectKind::MaterializedView, Statement::CreateMaterializedView(stmt)) => {
+                    let (contents, dataflow) = session.build_materialized_view(&stmt).await?;
+                    self.register_dataflow(&def.name, dataflow);
+                    Arc::new(crate::operators::ViewTable::new(contents))
+                }
                 (ObjectKind::Source, Statement::CreateSource(create)) => {
                     Arc::new(crate::connectors::SourceTable::new(
                         session.build_source(&create, false).await?,
@@ -215,8 +250,9 @@ impl Database {
 }
 
 /// Builds the session state every session starts from: runnel's catalog as
-/// `runnel.public`, PostgreSQL's `pg_catalog`, `information_schema`, and the
-/// PostgreSQL functions clients call on connect.
+/// `runnel.public`, PostgreSQL's `pg_catalog`, `information_schema`, the
+/// system tables in `runnel_catalog`, and the PostgreSQL functions clients
+/// call on connect.
 fn build_state(config: &Config, catalog: &Arc<Catalog>) -> Result<SessionState> {
     let session_config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
@@ -236,6 +272,10 @@ fn build_state(config: &Config, catalog: &Arc<Catalog>) -> Result<SessionState> 
     db_catalog.register_schema(
         "information_schema",
         Arc::new(InformationSchema::new(catalog.clone())),
+    )?;
+    db_catalog.register_schema(
+        crate::catalog::SYSTEM_SCHEMA,
+        Arc::new(crate::catalog::SystemSchema::new(catalog.clone())),
     )?;
     functions::register_database_functions(&ctx);
     let state = SessionStateBuilder::new_from_existing(ctx.state())
@@ -427,7 +467,10 @@ impl Session {
                 }
                 Ok(Output::Command(Command::new("CLOSE CURSOR")))
             }
-            Statement::Flush => Ok(Output::Command(Command::new("FLUSH"))),
+            Statement::Flush => self.flush().await,
+            Statement::CreateMaterializedView(s) => {
+                self.create_materialized_view(s, &statement.sql).await
+            }
             // Prepared statements belong to the wire protocol, which handles
             // DEALLOCATE itself; a session on its own has none.
             Statement::Deallocate { name: None } => {
@@ -601,6 +644,7 @@ impl Session {
             }
             let removed = catalog.drop_object(name, drop.kind, drop.cascade)?;
             for def in removed {
+                self.db.forget_dataflow(&def.name);
                 let dir = catalog.storage_dir(def.id);
                 if dir.exists()
                     && let Err(e) = std::fs::remove_dir_all(&dir)

@@ -8,6 +8,7 @@ mod parser;
 mod rewrite;
 mod source;
 mod statement;
+mod window;
 
 pub use parser::{ParsedStatement, Parser, object_name};
 pub use source::{CreateSource, IncludeClause, WatermarkClause};

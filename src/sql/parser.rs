@@ -115,6 +115,8 @@ impl Parser {
         }
         // User statements skip the compatibility layer's lossy rewrites: a
         // query DataFusion cannot plan must fail, not answer NULL.
+        let flink = super::window::flink_window_syntax(text);
+        let text = flink.as_deref().unwrap_or(text);
         if let Ok(mut plain) = SqlParser::parse_sql(&PostgreSqlDialect {}, text)
             && plain.len() == 1
             && !reads_pg_catalog(&plain[0])
@@ -125,6 +127,15 @@ impl Parser {
             }
             if let ast::Statement::Query(_) = statement {
                 super::rewrite::rewrite_query(&mut statement);
+            }
+            match &mut statement {
+                ast::Statement::Query(q) => {
+                    super::window::rewrite_windows(q)?;
+                }
+                ast::Statement::CreateView(v) => {
+                    super::window::rewrite_windows(&mut v.query)?;
+                }
+                _ => {}
             }
             return classify(statement);
         }
@@ -147,6 +158,7 @@ impl Parser {
         }
         let mut statement = statements.remove(0);
         if let ast::Statement::Query(_) = statement {
+            super::rewrite::name_foreign_kinds(&mut statement);
             let hoisted = super::rewrite::hoist_case_subqueries(&mut statement);
             if super::rewrite::rewrite_query(&mut statement) || hoisted {
                 statement = self.compat.rewrite(statement);
@@ -285,9 +297,7 @@ fn classify(statement: ast::Statement) -> Result<Statement> {
         S::Insert(_) => Statement::Insert(Box::new(statement)),
         S::CreateTable(_) => Statement::CreateTable(Box::new(statement)),
         S::CreateView(ref v) if v.materialized => {
-            return Err(unsupported!(
-                "CREATE MATERIALIZED VIEW is not supported yet"
-            ));
+            Statement::CreateMaterializedView(Box::new(statement))
         }
         S::CreateView(_) => Statement::CreateView(Box::new(statement)),
         S::Drop {

@@ -5,7 +5,12 @@
 //!   `count`, `x::int` `x`, and other expressions `?column?`; DataFusion
 //!   would say `count(*)`, `CAST(x AS Int32)`, `Int64(1)`.
 //! - `ARRAY(subquery)`, which psql's `\d+` sends, becomes an `array_agg`
-//!   over the subquery.
+//!   over the subquery, or a map over an array when the subquery reads
+//!   `unnest(array)` or `pg_options_to_table(options)` (psql's `\d` of a
+//!   foreign table).
+//! - In catalog queries only ([`name_foreign_kinds`]): psql's
+//!   `CASE c.relkind ... WHEN 'f' THEN 'foreign table'` names runnel's
+//!   foreign relations by their kind (`source`, `sink`).
 //!
 //! Rewrites only touch the AST; they never look at SQL text.
 
@@ -171,6 +176,13 @@ impl VisitorMut for ArraySubquery {
         if let Expr::Function(f) = expr
             && f.name.to_string().eq_ignore_ascii_case("array")
             && let FunctionArguments::Subquery(query) = &f.args
+            && let Some(mapped) = transform_options(query)
+        {
+            *expr = mapped;
+            self.0 = true;
+        } else if let Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("array")
+            && let FunctionArguments::Subquery(query) = &f.args
             && let Some(mapped) = transform_unnest(query)
         {
             *expr = mapped;
@@ -228,10 +240,13 @@ fn transform_unnest(query: &Query) -> Option<Expr> {
         [column] => column.name.clone(),
         _ => return None,
     };
-    let mut call = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql("array_transform(a, b)")
-        .and_then(|mut p| p.parse_expr())
-        .ok()?;
+    array_transform(array.clone(), param, body)
+}
+
+/// `array_transform(array, param -> body)`. Built as an AST: the PostgreSQL
+/// dialect would read `param -> body` as the JSON operator.
+fn array_transform(array: Expr, param: Ident, body: Expr) -> Option<Expr> {
+    let mut call = parse_expr("array_transform(a, b)")?;
     if let Expr::Function(f) = &mut call
         && let FunctionArguments::List(list) = &mut f.args
     {
@@ -244,12 +259,171 @@ fn transform_unnest(query: &Query) -> Option<Expr> {
             syntax: LambdaSyntax::Arrow,
         });
         list.args = vec![
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(array.clone())),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(array)),
             FunctionArg::Unnamed(FunctionArgExpr::Expr(lambda)),
         ];
         return Some(call);
     }
     None
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// `ARRAY(SELECT e(option_name, option_value) FROM pg_options_to_table(o))`
+/// is a map over the `name=value` strings of `o`:
+/// `array_transform(o, opt -> e(name of opt, value of opt))`, where, as in
+/// PostgreSQL, the name is the text before the first `=` and the value the
+/// text after it (NULL without one). A correlated table function is out of
+/// DataFusion's reach; this needs no decorrelation.
+fn transform_options(query: &Query) -> Option<Expr> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || select.selection.is_some()
+        || select.having.is_some()
+        || select.from.len() != 1
+        || !select.from[0].joins.is_empty()
+        || select.projection.len() != 1
+        || select.distinct.is_some()
+    {
+        return None;
+    }
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        ..
+    } = &select.from[0].relation
+    else {
+        return None;
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.to_string().to_lowercase())
+        .collect();
+    let is_options = matches!(parts.as_slice(), [f] | [_, f] if f == "pg_options_to_table")
+        && (parts.len() == 1 || parts[0] == "pg_catalog");
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(options))] = args.args.as_slice() else {
+        return None;
+    };
+    if !is_options || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return None;
+    }
+    let mut body = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+        _ => return None,
+    };
+    const PARAM: &str = "runnel_option";
+    let mut columns = OptionColumns {
+        qualifier: alias.as_ref().map(|a| a.name.value.to_lowercase()),
+        name: parse_expr(&format!("split_part({PARAM}, '=', 1)"))?,
+        value: parse_expr(&format!(
+            "CASE WHEN strpos({PARAM}, '=') = 0 THEN NULL ELSE substr({PARAM}, strpos({PARAM}, '=') + 1) END"
+        ))?,
+    };
+    let _ = body.visit(&mut columns);
+    array_transform(options.clone(), Ident::new(PARAM), body)
+}
+
+/// Replaces the columns of `pg_options_to_table` with expressions.
+struct OptionColumns {
+    /// The table function's alias, if it has one.
+    qualifier: Option<String>,
+    name: Expr,
+    value: Expr,
+}
+
+impl VisitorMut for OptionColumns {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let column = match expr {
+            Expr::Identifier(i) => Some(i.value.to_lowercase()),
+            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                [q, c] if Some(q.value.to_lowercase()) == self.qualifier => {
+                    Some(c.value.to_lowercase())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match column.as_deref() {
+            Some("option_name") => *expr = self.name.clone(),
+            Some("option_value") => *expr = self.value.clone(),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// In psql's `CASE c.relkind ... WHEN 'f' THEN 'foreign table' ...`, the
+/// `'f'` result becomes `runnel_foreign_kind(c.oid)`: runnel's sources and
+/// sinks are relkind 'f' (src/catalog/pg_catalog.rs explains why), and this
+/// names each by its kind in `\d`. Returns true when anything changed. Only
+/// for catalog queries.
+pub fn name_foreign_kinds(statement: &mut Statement) -> bool {
+    let mut kinds = ForeignKinds(false);
+    let _ = statement.visit(&mut kinds);
+    kinds.0
+}
+
+struct ForeignKinds(bool);
+
+impl VisitorMut for ForeignKinds {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Case {
+            operand: Some(operand),
+            conditions,
+            ..
+        } = expr
+        else {
+            return ControlFlow::Continue(());
+        };
+        let oid = match operand.as_ref() {
+            Expr::Identifier(i) if i.value.eq_ignore_ascii_case("relkind") => {
+                Expr::Identifier(Ident::new("oid"))
+            }
+            Expr::CompoundIdentifier(parts)
+                if parts.len() == 2 && parts[1].value.eq_ignore_ascii_case("relkind") =>
+            {
+                Expr::CompoundIdentifier(vec![parts[0].clone(), Ident::new("oid")])
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        for when in conditions.iter_mut() {
+            if is_string(&when.condition, "f") && is_string(&when.result, "foreign table") {
+                let Some(mut call) = parse_expr("runnel_foreign_kind(oid)") else {
+                    continue;
+                };
+                if let Expr::Function(f) = &mut call
+                    && let FunctionArguments::List(list) = &mut f.args
+                {
+                    list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(oid.clone()))];
+                    when.result = call;
+                    self.0 = true;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn is_string(expr: &Expr, wanted: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::Value;
+    match expr {
+        Expr::Value(v) => matches!(&v.value, Value::SingleQuotedString(s) if s == wanted),
+        _ => false,
+    }
 }
 
 fn aggregate_subquery(query: &Query) -> Option<Query> {
@@ -348,6 +522,46 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "SELECT (SELECT b FROM u WHERE (t.c) AND (u.a = t.a)) AS x FROM t"
+        );
+    }
+
+    #[test]
+    fn options_to_table_becomes_a_map() {
+        assert_eq!(
+            rewritten(
+                "SELECT array_to_string(ARRAY(SELECT quote_ident(option_name) || ' ' || \
+                 quote_literal(option_value) FROM pg_catalog.pg_options_to_table(ftoptions)), ', ') \
+                 FROM pg_foreign_table"
+            ),
+            "SELECT array_to_string(array_transform(ftoptions, runnel_option -> \
+             quote_ident(split_part(runnel_option, '=', 1)) || ' ' || \
+             quote_literal(CASE WHEN strpos(runnel_option, '=') = 0 THEN NULL \
+             ELSE SUBSTR(runnel_option, strpos(runnel_option, '=') + 1) END)), ', ') \
+             AS \"array_to_string\" FROM pg_foreign_table"
+        );
+        // Anything else read from the function keeps the general rewrite.
+        assert!(
+            rewritten("SELECT ARRAY(SELECT option_name FROM pg_options_to_table(o) WHERE true)")
+                .contains("array_agg(option_name)")
+        );
+    }
+
+    #[test]
+    fn psql_relkind_case_names_foreign_kinds() {
+        let mut s = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'f' THEN 'foreign table' END, \
+             CASE relkind WHEN 'f' THEN 'foreign table' END, \
+             CASE c.relkind WHEN 'f' THEN 'other' END FROM pg_class c",
+        )
+        .unwrap()
+        .remove(0);
+        assert!(name_foreign_kinds(&mut s));
+        assert_eq!(
+            s.to_string(),
+            "SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'f' THEN runnel_foreign_kind(c.oid) END, \
+             CASE relkind WHEN 'f' THEN runnel_foreign_kind(oid) END, \
+             CASE c.relkind WHEN 'f' THEN 'other' END FROM pg_class c"
         );
     }
 

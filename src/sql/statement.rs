@@ -21,6 +21,8 @@ pub enum Statement {
     CreateTable(Box<ast::Statement>),
     /// CREATE VIEW (a stored query, expanded on read).
     CreateView(Box<ast::Statement>),
+    /// CREATE MATERIALIZED VIEW: a query kept up to date incrementally.
+    CreateMaterializedView(Box<ast::Statement>),
     /// CREATE SOURCE: a named, typed, unbounded stream read by a connector.
     CreateSource(Box<super::source::CreateSource>),
     /// DROP <kind> [IF EXISTS] name, ... [CASCADE].
@@ -185,6 +187,7 @@ impl Statement {
             Statement::CreateTable(_) => "CREATE TABLE".into(),
             Statement::CreateView(_) => "CREATE VIEW".into(),
             Statement::CreateSource(_) => "CREATE SOURCE".into(),
+            Statement::CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW".into(),
             Statement::Drop(d) => format!("DROP {}", d.kind.tag()),
             Statement::CopyFrom(_) | Statement::CopyTo(_) => "COPY".into(),
             Statement::Set { .. } => "SET".into(),

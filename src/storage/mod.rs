@@ -3,4 +3,4 @@
 
 mod table;
 
-pub use table::{StoredTable, TableHandle, sync_dir};
+pub use table::{StoredTable, TableHandle, snapshot_scan, sync_dir};

@@ -183,21 +183,7 @@ impl TableProvider for TableHandle {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // Spread the snapshot's batches over the session's partitions so a
-        // scan uses every core.
-        let snapshot = self.0.snapshot();
-        let target = state.config().target_partitions().max(1);
-        let n = target.min(snapshot.len()).max(1);
-        let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-        for (i, batch) in snapshot.iter().enumerate() {
-            partitions[i % n].push(batch.clone());
-        }
-        let exec = MemorySourceConfig::try_new_exec(
-            &partitions,
-            self.0.schema.clone(),
-            projection.cloned(),
-        )?;
-        Ok(exec)
+        snapshot_scan(&self.0.snapshot(), &self.0.schema, projection, state)
     }
 
     async fn insert_into(
@@ -334,6 +320,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Scans an in-memory snapshot, its batches spread over the session's
+/// partitions so that a scan uses every core. Shared by tables and
+/// materialized views.
+pub fn snapshot_scan(
+    snapshot: &[RecordBatch],
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+    state: &dyn Session,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let target = state.config().target_partitions().max(1);
+    let n = target.min(snapshot.len()).max(1);
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    for (i, batch) in snapshot.iter().enumerate() {
+        partitions[i % n].push(batch.clone());
+    }
+    let exec: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_exec(&partitions, schema.clone(), projection.cloned())?;
+    Ok(exec)
 }
 
 #[cfg(test)]

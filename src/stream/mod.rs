@@ -5,6 +5,10 @@
 //! continuous-query work) consume them. Nothing here knows about SQL or the
 //! wire protocol; see docs/design/0002-streaming-model.md.
 
+mod dataflow;
 mod message;
+mod operator;
 
+pub use dataflow::{Dataflow, KEY_GROUPS};
 pub use message::{Barrier, BarrierKind, EventTime, Message, format_event_time};
+pub use operator::{Chain, Operator, OperatorMetrics};

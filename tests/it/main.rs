@@ -5,10 +5,16 @@
 //! stops servers. Tests here must not reach into the crate's internals.
 
 mod durability;
+mod file_source;
+mod generators;
 mod harness;
 mod hostile;
+mod kafka;
 mod psql;
 mod python;
 mod slt;
 mod sources;
+mod system_tables;
+mod tcp;
+mod views;
 mod wire;

@@ -153,6 +153,100 @@ async fn describe_commands_list_objects() {
 }
 
 #[tokio::test]
+async fn describe_sources() {
+    let server = TestServer::start();
+    setup(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("readings.json");
+    std::fs::write(
+        &file,
+        "{\"sensor_id\": 1, \"ts\": \"2026-11-21 10:00:00\"}\n",
+    )
+    .unwrap();
+    let file = path(&file);
+    psql(
+        &server,
+        &[
+            "-c",
+            &format!(
+                "CREATE SOURCE src (sensor_id INT, ts TIMESTAMP, \
+                 WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) \
+                 WITH (connector = 'file', path = '{file}') FORMAT JSON"
+            ),
+        ],
+    );
+
+    // \d names each relation by its kind; the system tables are not listed.
+    assert_eq!(
+        rows(&server, "\\d"),
+        "public|src|source|runnel\npublic|t|table|runnel\npublic|v|view|runnel\n"
+    );
+    assert_eq!(rows(&server, "\\dE"), "public|src|source|runnel\n");
+
+    // psql titles relkind 'f' "Foreign table" itself; the rest is ours.
+    let options = format!(
+        "FDW options: (connector 'file', path '{file}', format 'json', \
+         watermark 'ts - INTERVAL ''2'' SECOND')"
+    );
+    assert_eq!(
+        psql(&server, &["-A", "-c", "\\d src"]),
+        format!(
+            "Foreign table \"public.src\"\n\
+             Column|Type|Collation|Nullable|Default|FDW options\n\
+             sensor_id|integer||||\n\
+             ts|timestamp without time zone||not null||(watermark 'ts - INTERVAL ''2'' SECOND')\n\
+             Server: file\n\
+             {options}\n"
+        )
+    );
+    let verbose = psql(&server, &["-A", "-c", "\\d+ src"]);
+    let lines: Vec<&str> = verbose.lines().collect();
+    assert_eq!(lines[0], "Foreign table \"public.src\"", "{verbose}");
+    assert!(
+        lines[1].starts_with("Column|Type|Collation|Nullable|Default|FDW options|Storage|"),
+        "{verbose}"
+    );
+    assert!(lines[2].starts_with("sensor_id|integer||||"), "{verbose}");
+    assert!(
+        lines[3].starts_with(
+            "ts|timestamp without time zone||not null||(watermark 'ts - INTERVAL ''2'' SECOND')|"
+        ),
+        "{verbose}"
+    );
+    assert_eq!(lines[4..], ["Server: file", options.as_str()], "{verbose}");
+
+    // One foreign server per connector, all of the one wrapper.
+    let servers = rows(&server, "\\des");
+    assert!(servers.contains("file|runnel|runnel\n"), "\\des: {servers}");
+    assert!(
+        servers.contains("kafka|runnel|runnel\n"),
+        "\\des: {servers}"
+    );
+
+    // The system tables, by schema.
+    assert_eq!(
+        rows(&server, "\\dt runnel_catalog.*"),
+        "runnel_catalog|materialized_views|table|runnel\nrunnel_catalog|source_errors|table|runnel\nrunnel_catalog|sources|table|runnel\n"
+    );
+    let columns = rows(&server, "\\d runnel_catalog.sources");
+    assert!(
+        columns.starts_with("name|text||not null|\nconnector|text||not null|\n"),
+        "{columns}"
+    );
+    assert!(
+        columns.contains("watermark|timestamp without time zone|||\n"),
+        "{columns}"
+    );
+    assert_eq!(
+        rows(
+            &server,
+            "SELECT name, state, event_time FROM runnel_catalog.sources"
+        ),
+        "src|idle|ts - INTERVAL '2' SECOND\n"
+    );
+}
+
+#[tokio::test]
 async fn copy_from_files_and_to_a_file() {
     let server = TestServer::start();
     psql(

@@ -1,0 +1,13 @@
+//! Streaming operators, one per file, each with its unit tests. They know
+//! Arrow batches and event time; they do not know SQL text, sources or the
+//! runtime that drives them.
+
+mod materialize;
+mod project_filter;
+mod unnest;
+mod window_aggregate;
+
+pub use materialize::{ViewContents, ViewTable};
+pub use project_filter::{FilterOperator, ProjectionOperator};
+pub use unnest::UnnestOperator;
+pub use window_aggregate::{AggregateCall, WindowAggregateOperator};

@@ -1,0 +1,131 @@
+//! The [`Operator`] trait: one step of a dataflow, and [`Chain`], operators
+//! run one after another in the same task.
+//!
+//! One required method (`process`). Watermarks are delivered by the runtime
+//! after it has taken the minimum over the operator's inputs; an operator
+//! only says what a watermark completes. Operators never spawn tasks and
+//! never look at the clock: dropping one frees everything it holds.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{EventTime, Message};
+use crate::error::Result;
+
+/// What an operator holds and has dropped, for the views system table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperatorMetrics {
+    /// Rows (groups, buffered rows) kept in state.
+    pub state_rows: u64,
+    /// Approximate bytes of that state.
+    pub state_bytes: u64,
+    /// Rows dropped because their window had already closed.
+    pub late_rows: u64,
+}
+
+impl std::ops::AddAssign for OperatorMetrics {
+    fn add_assign(&mut self, o: Self) {
+        self.state_rows += o.state_rows;
+        self.state_bytes += o.state_bytes;
+        self.late_rows += o.late_rows;
+    }
+}
+
+/// One step of a dataflow.
+pub trait Operator: Send {
+    /// For EXPLAIN and error messages.
+    fn name(&self) -> String;
+
+    /// The schema of the batches this operator emits.
+    fn output_schema(&self) -> SchemaRef;
+
+    /// Consumes a batch; pushes whatever it produces to `out`.
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
+
+    /// The input promises no more rows before `watermark`. Stateless
+    /// operators produce nothing; windows emit what it closes.
+    fn on_watermark(&mut self, _watermark: EventTime, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics::default()
+    }
+}
+
+/// Operators applied in order within one task.
+#[derive(Default)]
+pub struct Chain {
+    operators: Vec<Box<dyn Operator>>,
+}
+
+impl Chain {
+    pub fn new(operators: Vec<Box<dyn Operator>>) -> Self {
+        Chain { operators }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.operators.is_empty()
+    }
+
+    /// Runs one message through every operator; returns what comes out,
+    /// in order (a watermark after the rows it completed).
+    pub fn push(&mut self, message: Message, out: &mut Vec<Message>) -> Result<()> {
+        match message {
+            Message::Data(batch) => {
+                let mut batches = vec![batch];
+                for op in &mut self.operators {
+                    let mut next = Vec::new();
+                    for b in batches {
+                        if b.num_rows() > 0 {
+                            op.process(b, &mut next)?;
+                        }
+                    }
+                    batches = next;
+                }
+                out.extend(
+                    batches
+                        .into_iter()
+                        .filter(|b| b.num_rows() > 0)
+                        .map(Message::Data),
+                );
+            }
+            Message::Watermark(wm) => {
+                // Rows a watermark releases upstream pass through the rest
+                // of the chain before the watermark itself.
+                let mut pending: Vec<RecordBatch> = Vec::new();
+                for op in &mut self.operators {
+                    let mut next = Vec::new();
+                    for b in pending {
+                        if b.num_rows() > 0 {
+                            op.process(b, &mut next)?;
+                        }
+                    }
+                    op.on_watermark(wm, &mut next)?;
+                    pending = next;
+                }
+                out.extend(
+                    pending
+                        .into_iter()
+                        .filter(|b| b.num_rows() > 0)
+                        .map(Message::Data),
+                );
+                out.push(Message::Watermark(wm));
+            }
+            barrier @ Message::Barrier(_) => out.push(barrier),
+        }
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> OperatorMetrics {
+        let mut m = OperatorMetrics::default();
+        for op in &self.operators {
+            m += op.metrics();
+        }
+        m
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.operators.iter().map(|o| o.name()).collect()
+    }
+}
