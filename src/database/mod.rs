@@ -301,6 +301,25 @@ fn view_provider(plan: LogicalPlan) -> Result<Arc<dyn datafusion::catalog::Table
 }
 
 /// Catalog names of every relation a statement mentions, in order.
+/// True when `plan` scans a source (directly or through a view).
+fn reads_a_source(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+            && (provider.as_ref() as &dyn std::any::Any)
+                .downcast_ref::<crate::connectors::SourceTable>()
+                .is_some()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 fn statement_relations(statement: &ast::Statement) -> Vec<String> {
     let mut names = Vec::new();
     let _ = ast::visit_relations(statement, |relation| {
@@ -501,6 +520,20 @@ impl Session {
                 "statement is not supported: {}",
                 plan.display()
             ));
+        }
+        if reads_a_source(&plan) {
+            // Rows of a live source keep their arrival order: no round-robin
+            // repartitioning between the reader and the client.
+            let mut state = self.ctx.state();
+            state
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .enable_round_robin_repartition = false;
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            let physical = state.create_physical_plan(&plan).await?;
+            let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+            return Ok(Rows::new(schema, stream, "SELECT"));
         }
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

@@ -212,6 +212,21 @@ async fn a_finite_source_answers_any_query_and_a_live_one_streams() {
     .expect("LIMIT over a live source must end")
     .unwrap();
     assert_eq!(rows.len(), 3);
+    // Computed columns of a live source (one batch here) come back as read.
+    let temps: Vec<f64> = client
+        .query(
+            "SELECT temperature * 2 FROM live WHERE temperature > 0 LIMIT 10",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        temps,
+        (0..10).map(|i| (41 + 2 * i) as f64).collect::<Vec<_>>()
+    );
     // What cannot finish over a never-ending input is refused up front.
     for sql in [
         "SELECT count(*) FROM live",
