@@ -112,6 +112,14 @@ async fn run() -> BenchResult<()> {
         Err(e) => eprintln!("datagen skipped: {e}"),
     }
 
+    match kafka(&db).await {
+        Ok(f) => {
+            figures.push(f);
+            rows.push(peak_rss_kib());
+        }
+        Err(e) => eprintln!("kafka skipped: {e}"),
+    }
+
     match tcp(&db).await {
         Ok(f) => {
             figures.push(f);
@@ -249,6 +257,114 @@ async fn count_query(
         seconds,
         cpu_seconds: cpu_seconds() - cpu,
     })
+}
+
+/// A tansu broker (the one scripts/test.sh installs) with the readings as
+/// JSON in a 2-partition topic, read back by a kafka source. Producing is
+/// not timed.
+async fn kafka(db: &Database) -> BenchResult<Figure> {
+    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::{Compression, UnknownTopicHandling};
+    use rskafka::record::Record;
+    let tansu = std::env::var("RUNNEL_TANSU").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/runnel/tools/bin/tansu",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    if !std::path::Path::new(&tansu).exists() {
+        return Err(format!("no tansu at {tansu}; scripts/test.sh installs it").into());
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = std::process::Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let outcome = async {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err::<Figure, Box<dyn Error + Send + Sync>>("tansu did not start".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let address = format!("127.0.0.1:{port}");
+        let client = ClientBuilder::new(vec![address.clone()]).build().await?;
+        client
+            .controller_client()?
+            .create_topic("readings", 2, 1, 5_000)
+            .await?;
+        let lines = sensor_lines("json", EVENTS);
+        let bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+        for (partition, half) in lines.chunks(EVENTS / 2).enumerate() {
+            let pc = client
+                .partition_client("readings", partition as i32, UnknownTopicHandling::Retry)
+                .await?;
+            for batch in half.chunks(5000) {
+                let records = batch
+                    .iter()
+                    .map(|l| Record {
+                        key: None,
+                        value: Some(l.clone()),
+                        headers: Default::default(),
+                        timestamp: chrono::Utc::now(),
+                    })
+                    .collect();
+                pc.produce(records, Compression::NoCompression).await?;
+            }
+        }
+        let mut session = db.session();
+        session
+            .execute(&format!(
+                "CREATE SOURCE kafka_json (sensor_id INT, temperature DOUBLE, ts TIMESTAMP, \
+                 WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) WITH (connector = 'kafka', \
+                 topic = 'readings', properties.bootstrap.server = '{address}') FORMAT JSON"
+            ))
+            .await?;
+        let cpu = cpu_seconds();
+        let start = Instant::now();
+        let events = stream_rows(
+            &mut session,
+            &format!("SELECT sensor_id FROM kafka_json LIMIT {EVENTS}"),
+        )
+        .await?;
+        Ok(Figure {
+            workload: "kafka source, json".into(),
+            events,
+            bytes,
+            seconds: start.elapsed().as_secs_f64(),
+            cpu_seconds: cpu_seconds() - cpu,
+        })
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+/// Runs `sql` and counts the rows it streams.
+async fn stream_rows(session: &mut runnel::Session, sql: &str) -> BenchResult<u64> {
+    let mut outputs = session.execute(sql).await?;
+    let Some(Output::Rows(rows)) = outputs.pop() else {
+        return Err("the query returned no rows".into());
+    };
+    let mut stream = rows.stream;
+    let mut events = 0u64;
+    while let Some(batch) = stream.next().await {
+        events += batch?.num_rows() as u64;
+    }
+    Ok(events)
 }
 
 /// Two clients stream raw lines into a TCP source; the query reads

@@ -586,7 +586,9 @@ mod seed_tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         let kind = |v: &[(String, u64)]| -> Vec<String> {
-            v.iter().map(|(s, t)| format!("{} {t}", s.split(' ').next().unwrap_or(""))).collect()
+            v.iter()
+                .map(|(s, t)| format!("{} {t}", s.split(' ').next().unwrap_or("")))
+                .collect()
         };
         assert_eq!(kind(&a), kind(&c));
     }

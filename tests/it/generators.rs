@@ -432,7 +432,10 @@ async fn nexmark_columns_types_and_event_time() {
     assert_eq!(sqlstate(&e), "42703", "{e:?}");
     for (options, fragment) in [
         ("nexmark.table.type = 'bids'", "Person, Auction or Bid"),
-        ("nexmark.table.type = 'bid', nexmark.seed = 'x'", "nexmark.seed"),
+        (
+            "nexmark.table.type = 'bid', nexmark.seed = 'x'",
+            "nexmark.seed",
+        ),
         (
             "nexmark.table.type = 'bid', nexmark.event.num = 'many'",
             "nexmark.event.num",
