@@ -453,7 +453,8 @@ impl SourceRuntime {
     /// Starts a new, independent reader.
     pub fn open_reader(&self) -> Result<SourceReader> {
         let connector = self.connector.clone();
-        SourceReader::start(self.spec.clone(), self.stats.clone(), |ctx| {
+        let finite = self.connector.is_finite();
+        SourceReader::start(self.spec.clone(), self.stats.clone(), finite, |ctx| {
             connector.start(ctx)
         })
     }

@@ -558,6 +558,9 @@ pub struct SourceReader {
     done: bool,
     /// The connector has announced its initial splits.
     ready: bool,
+    /// The input ends by itself; once its last split has ended, FLUSH waits
+    /// for the end (and its final watermark) rather than passing before it.
+    finite: bool,
     flushes: FlushRequests,
     /// The source epoch already seen, to notice new FLUSH requests.
     seen_epoch: u64,
@@ -572,6 +575,7 @@ impl SourceReader {
     pub fn start(
         spec: Arc<SourceSpec>,
         stats: Arc<SourceStats>,
+        finite: bool,
         start: impl FnOnce(&mut ReaderContext) -> Result<()>,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(READER_CHANNEL);
@@ -595,6 +599,7 @@ impl SourceReader {
             pending: VecDeque::new(),
             done: false,
             ready: false,
+            finite,
             flushes: FlushRequests {
                 pending: Arc::default(),
                 stats: stats.clone(),
@@ -611,7 +616,7 @@ impl SourceReader {
 
     /// Emits the FLUSH barriers every split has caught up with.
     fn release_flushes(&mut self) {
-        if !self.ready {
+        if !self.ready || (self.finite && self.splits.is_empty()) {
             return;
         }
         let Ok(mut pending) = self.flushes.pending.lock() else {
