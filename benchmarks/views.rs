@@ -86,8 +86,14 @@ async fn run() -> BenchResult<()> {
     let counted = session
         .query("SELECT sum(n), count(*) FROM temps_5s")
         .await?;
-    let total = counted[0].column(0).as_primitive::<Int64Type>().value(0);
-    let rows = counted[0].column(1).as_primitive::<Int64Type>().value(0);
+    let as_i64 = |i: usize| -> BenchResult<i64> {
+        let c = datafusion::arrow::compute::cast(
+            counted[0].column(i),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )?;
+        Ok(c.as_primitive::<Int64Type>().value(0))
+    };
+    let (total, rows) = (as_i64(0)?, as_i64(1)?);
 
     println!("\nviews benchmark, {cores} cores\n");
     println!(
@@ -121,7 +127,14 @@ async fn run() -> BenchResult<()> {
         let batches = session.query("SELECT window_end FROM live_1s").await?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
         for b in &batches {
-            let ends = b.column(0).as_primitive::<TimestampMicrosecondType>();
+            let ends = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                    None,
+                ),
+            )?;
+            let ends = ends.as_primitive::<TimestampMicrosecondType>();
             for i in 0..ends.len() {
                 let end = ends.value(i);
                 if seen.insert(end) && seen.len() > 1 {

@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 const MAX_BATCH: u64 = 8192;
 /// How often a rate-limited reader makes the rows that are due; at low
 /// rates this is the latency of a row.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(10);
 /// Rows per second when `datagen.rows.per.second` is not given.
 const DEFAULT_RATE: u64 = 1000;
 /// Event-time step per row when rows come as fast as possible.

@@ -40,7 +40,7 @@ const DEFAULT_GAP_NS: i64 = 100_000;
 /// Rows per batch by default (RisingWave's `nexmark.max.chunk.size`).
 const DEFAULT_CHUNK: i64 = 1024;
 /// How often a throttled reader makes the events that are due.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(10);
 
 /// How a column's values are typed before any cast to a declared type.
 #[derive(Debug, Clone, Copy, PartialEq)]
