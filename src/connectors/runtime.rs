@@ -538,8 +538,11 @@ impl FlushRequests {
     /// Asks for a `Flush(ticket)` barrier once every split has delivered
     /// what is available now.
     pub fn request(&self, ticket: u64) {
-        let epoch = self.stats.request_flush();
+        // The epoch is started and recorded under the lock, so the reader
+        // never sees the new epoch (and its splits' answers) without the
+        // request that goes with it.
         if let Ok(mut p) = self.pending.lock() {
+            let epoch = self.stats.request_flush();
             p.push_back((ticket, epoch));
         }
     }

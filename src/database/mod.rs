@@ -487,6 +487,9 @@ impl Session {
                 Ok(Output::Command(Command::new("CLOSE CURSOR")))
             }
             Statement::Flush => self.flush().await,
+            Statement::ExplainMaterializedView(target) => {
+                self.explain_materialized_view(target).await
+            }
             Statement::CreateMaterializedView(s) => {
                 self.create_materialized_view(s, &statement.sql).await
             }
@@ -778,6 +781,11 @@ impl Session {
             Statement::Show { name } if name.eq_ignore_ascii_case("all") => Some(show_all_schema()),
             Statement::Show { name } => Some(show_schema(name)),
             Statement::ShowObjects(_) => Some(objects_schema()),
+            Statement::ExplainMaterializedView(_) => Some(Arc::new(Schema::new(vec![Field::new(
+                "QUERY PLAN",
+                DataType::Utf8,
+                false,
+            )]))),
             Statement::Fetch { name, .. } => Some(
                 self.cursors
                     .get(name)

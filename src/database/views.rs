@@ -103,6 +103,66 @@ impl Session {
         Ok((contents, dataflow))
     }
 
+    /// The operator graph of a view, one line per row (PostgreSQL's
+    /// EXPLAIN column name).
+    pub(super) async fn explain_materialized_view(
+        &self,
+        target: &crate::sql::ExplainTarget,
+    ) -> Result<Output> {
+        let lines = match target {
+            crate::sql::ExplainTarget::Existing(name) => {
+                let entry = self.database().catalog().get(name).ok_or_else(|| {
+                    Error::catalog(
+                        CatalogErrorKind::UndefinedTable,
+                        format!("materialized view \"{name}\" does not exist"),
+                    )
+                })?;
+                let provider: &dyn datafusion::catalog::TableProvider = entry.provider.as_ref();
+                let view = (provider as &dyn std::any::Any)
+                    .downcast_ref::<ViewTable>()
+                    .ok_or_else(|| Error::Plan {
+                        sqlstate: "42809",
+                        message: format!(
+                            "\"{name}\" is a {}, not a materialized view",
+                            entry.def.kind
+                        ),
+                    })?;
+                view.contents()
+                    .graph
+                    .lock()
+                    .map(|g| g.clone())
+                    .unwrap_or_default()
+            }
+            crate::sql::ExplainTarget::Create(statement) => {
+                let ast::Statement::CreateView(create) = statement.as_ref() else {
+                    return Err(crate::internal!("not a CREATE MATERIALIZED VIEW"));
+                };
+                let logical = self
+                    .plan(ast::Statement::Query(create.query.clone()))
+                    .await?;
+                let state = self.ctx.state();
+                let plan = crate::planner::plan(&state.optimize(&logical)?, &state)?;
+                plan.describe(self.database().config().target_partitions)
+            }
+        };
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new(
+                "QUERY PLAN",
+                datafusion::arrow::datatypes::DataType::Utf8,
+                false,
+            ),
+        ]));
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(datafusion::arrow::array::StringArray::from(lines))],
+        )?;
+        Ok(Output::Rows(super::rows_from_batches(
+            schema,
+            vec![batch],
+            "EXPLAIN",
+        )))
+    }
+
     /// FLUSH: returns once every materialized view has processed all input
     /// available when it was issued.
     pub(super) async fn flush(&self) -> Result<Output> {

@@ -135,6 +135,15 @@ impl Parser {
                 ast::Statement::CreateView(v) => {
                     super::window::rewrite_windows(&mut v.query)?;
                 }
+                ast::Statement::Explain { statement, .. } => match statement.as_mut() {
+                    ast::Statement::Query(q) => {
+                        super::window::rewrite_windows(q)?;
+                    }
+                    ast::Statement::CreateView(v) => {
+                        super::window::rewrite_windows(&mut v.query)?;
+                    }
+                    _ => {}
+                },
                 _ => {}
             }
             return classify(statement);
@@ -209,6 +218,17 @@ fn parse_extension(text: &str) -> Result<Option<Statement>> {
     if parser.parse_keyword(Keyword::FLUSH) {
         expect_end(&mut parser)?;
         return Ok(Some(Statement::Flush));
+    }
+    if parser.parse_keyword(Keyword::EXPLAIN) {
+        // EXPLAIN MATERIALIZED VIEW name: the operator graph of a running view.
+        if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
+            let name = object_name(&parser.parse_object_name(false)?)?;
+            expect_end(&mut parser)?;
+            return Ok(Some(Statement::ExplainMaterializedView(
+                ExplainTarget::Existing(name),
+            )));
+        }
+        return Ok(None);
     }
     if parser.parse_keyword(Keyword::CREATE) {
         if parse_word(&mut parser, "SOURCE") {
@@ -293,6 +313,18 @@ fn classify(statement: ast::Statement) -> Result<Statement> {
     use ast::Statement as S;
     Ok(match statement {
         S::Query(_) => Statement::Query(Box::new(statement)),
+        S::Explain {
+            statement: ref inner,
+            ..
+        } if matches!(inner.as_ref(), S::CreateView(v) if v.materialized) => {
+            let S::Explain {
+                statement: inner, ..
+            } = statement
+            else {
+                unreachable!("matched above")
+            };
+            Statement::ExplainMaterializedView(ExplainTarget::Create(inner))
+        }
         S::Explain { .. } | S::ExplainTable { .. } => Statement::Query(Box::new(statement)),
         S::Insert(_) => Statement::Insert(Box::new(statement)),
         S::CreateTable(_) => Statement::CreateTable(Box::new(statement)),

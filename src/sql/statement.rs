@@ -23,6 +23,9 @@ pub enum Statement {
     CreateView(Box<ast::Statement>),
     /// CREATE MATERIALIZED VIEW: a query kept up to date incrementally.
     CreateMaterializedView(Box<ast::Statement>),
+    /// EXPLAIN MATERIALIZED VIEW name / EXPLAIN CREATE MATERIALIZED VIEW ...:
+    /// the view's operator graph.
+    ExplainMaterializedView(ExplainTarget),
     /// CREATE SOURCE: a named, typed, unbounded stream read by a connector.
     CreateSource(Box<super::source::CreateSource>),
     /// DROP <kind> [IF EXISTS] name, ... [CASCADE].
@@ -61,6 +64,15 @@ pub enum Statement {
     /// DEALLOCATE [PREPARE] name / DEALLOCATE ALL (`None`): drops prepared
     /// statements, including those made with the extended protocol.
     Deallocate { name: Option<String> },
+}
+
+/// What an EXPLAIN of a materialized view describes.
+#[derive(Debug, Clone)]
+pub enum ExplainTarget {
+    /// A running view, by name.
+    Existing(String),
+    /// A CREATE MATERIALIZED VIEW statement, planned but not run.
+    Create(Box<ast::Statement>),
 }
 
 /// The value side of a SET.
@@ -187,6 +199,7 @@ impl Statement {
             Statement::CreateTable(_) => "CREATE TABLE".into(),
             Statement::CreateView(_) => "CREATE VIEW".into(),
             Statement::CreateSource(_) => "CREATE SOURCE".into(),
+            Statement::ExplainMaterializedView(_) => "EXPLAIN".into(),
             Statement::CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW".into(),
             Statement::Drop(d) => format!("DROP {}", d.kind.tag()),
             Statement::CopyFrom(_) | Statement::CopyTo(_) => "COPY".into(),

@@ -284,6 +284,31 @@ async fn late_rows_are_dropped_and_window_syntaxes_agree() {
         plan.contains("WindowAggregate") && plan.contains("Source: r"),
         "{plan}"
     );
+    // EXPLAIN shows the same graph, for a running view and for a statement.
+    let explained: Vec<String> = column(&client, "EXPLAIN MATERIALIZED VIEW a")
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(explained.join("\n"), plan);
+    let planned = client
+        .query(
+            "EXPLAIN CREATE MATERIALIZED VIEW z AS SELECT window_start, count(*) FROM r \
+             GROUP BY TUMBLE(ts, INTERVAL '5' SECOND)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lines: Vec<String> = planned.iter().map(|r| r.get(0)).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("WindowAggregate")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        column(&client, "SHOW MATERIALIZED VIEWS").await.len(),
+        3,
+        "EXPLAIN creates nothing"
+    );
 }
 
 #[tokio::test]
