@@ -286,3 +286,61 @@ async fn sources_survive_a_restart() {
     assert!(client.query("SELECT * FROM r", &[]).await.is_err());
     client.simple_query("DROP SOURCE r").await.unwrap();
 }
+
+/// Polls `sql` (one boolean) until it is true, failing after TIMEOUT.
+async fn eventually(client: &tokio_postgres::Client, sql: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let row = client.query_one(sql, &[]).await.unwrap();
+        if row.get::<_, Option<bool>>(0) == Some(true) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not true within {TIMEOUT:?}: {sql}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_split_stops_holding_back_the_watermark() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quiet.json"), "").unwrap();
+    let busy = readings_file(dir.path());
+    assert!(busy.exists());
+    let path = dir.path().display();
+    // Two files, one empty: each is a split. Without an idle timeout the
+    // empty one holds the watermark back; with one, it stops doing so.
+    for (name, extra) in [("held", ""), ("idle", ", idle_timeout = '200ms'")] {
+        client
+            .batch_execute(&format!(
+                "CREATE SOURCE {name} (sensor_id INT, temperature DOUBLE, ts TIMESTAMP, \
+                 WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) \
+                 WITH (connector = 'file', path = '{path}', follow = 'true'{extra}) FORMAT JSON; \
+                 CREATE MATERIALIZED VIEW {name}_rows AS SELECT sensor_id FROM {name}"
+            ))
+            .await
+            .unwrap();
+    }
+    client.batch_execute("FLUSH").await.unwrap();
+    // The busy file's last row is 10:00:09, so the watermark is 10:00:07.
+    eventually(
+        &client,
+        "SELECT watermark = TIMESTAMP '2026-11-21 10:00:07' FROM runnel_catalog.sources WHERE name = 'idle'",
+    )
+    .await;
+    let held = client
+        .query_one(
+            "SELECT watermark IS NULL FROM runnel_catalog.sources WHERE name = 'held'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        held.get::<_, bool>(0),
+        "the quiet file must hold the watermark back"
+    );
+}
