@@ -17,6 +17,7 @@ mod format;
 mod kafka;
 mod nexmark;
 mod options;
+mod reader;
 mod records;
 mod runtime;
 mod scan;
@@ -35,10 +36,11 @@ use datafusion::physical_expr::PhysicalExpr;
 
 pub use format::{Format, RecordDecoder};
 pub use options::{Options, invalid, parse_bool, parse_duration};
+pub use reader::{FlushRequests, SourceReader};
 pub use records::RawRecords;
 pub use runtime::{
-    Downstream, Fanout, FlushRequests, ReaderContext, ReadySignal, SourceErrorRecord, SourceReader,
-    SourceStats, SplitEvent, SplitWriter, max_event_time,
+    Downstream, Fanout, ReaderContext, ReadySignal, SourceErrorRecord, SourceStats, SplitEvent,
+    SplitWriter, max_event_time,
 };
 pub use scan::SourceTable;
 
