@@ -7,11 +7,14 @@
 //! decides what each typed statement does; it does not speak pgwire.
 
 mod copy;
+mod ddl;
 mod demo;
 mod functions;
 mod hop;
 mod output;
 mod settings;
+mod show;
+use show::{objects_schema, show_all_schema, show_schema};
 mod sources;
 mod types;
 mod views;
@@ -544,155 +547,6 @@ impl Session {
         Ok(Rows::new(schema, stream, "SELECT"))
     }
 
-    async fn create_table(&mut self, statement: &ast::Statement, sql: &str) -> Result<Output> {
-        let plan = self.plan(statement.clone()).await?;
-        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) = plan else {
-            return Err(crate::unsupported!(
-                "this form of CREATE TABLE is not supported"
-            ));
-        };
-        if create.temporary {
-            return Err(crate::unsupported!("temporary tables are not supported"));
-        }
-        if create.or_replace {
-            return Err(crate::unsupported!(
-                "CREATE OR REPLACE TABLE is not supported"
-            ));
-        }
-        let name = relation_name(&create.name)?;
-        let catalog = self.db.catalog();
-        if let Some(existing) = catalog.get(&name) {
-            if create.if_not_exists {
-                return Ok(Output::Command(Command::new("CREATE TABLE").with_notice(
-                    format!("relation \"{name}\" already exists, skipping"),
-                )));
-            }
-            return Err(Error::catalog(
-                CatalogErrorKind::DuplicateTable,
-                format!(
-                    "relation \"{name}\" already exists (as a {})",
-                    existing.def.kind
-                ),
-            ));
-        }
-        let schema: SchemaRef = Arc::new(create.input.schema().as_arrow().clone());
-        let id = catalog.allocate_id()?;
-        let dir = catalog.storage_dir(id);
-        let result = async {
-            let table = Arc::new(StoredTable::create(
-                &dir,
-                schema,
-                create.column_defaults.iter().cloned().collect(),
-            )?);
-            let is_ctas = !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_));
-            let mut rows = 0;
-            if is_ctas {
-                let batches = self
-                    .run_query(create.input.as_ref().clone())
-                    .await?
-                    .collect()
-                    .await?;
-                rows = table.append(batches).await?;
-            }
-            catalog.create(Entry {
-                def: Definition {
-                    id,
-                    name: name.clone(),
-                    kind: ObjectKind::Table,
-                    sql: sql.to_string(),
-                    depends_on: Vec::new(),
-                },
-                provider: Arc::new(TableHandle(table)),
-            })?;
-            Ok::<_, Error>(if is_ctas {
-                format!("SELECT {rows}")
-            } else {
-                "CREATE TABLE".to_string()
-            })
-        }
-        .await;
-        match result {
-            Ok(tag) => Ok(Output::Command(Command::new(tag))),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
-    }
-
-    async fn create_view(&mut self, statement: &ast::Statement, sql: &str) -> Result<Output> {
-        let plan = self.plan(statement.clone()).await?;
-        let (name, or_replace) = match &plan {
-            LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
-                (relation_name(&v.name)?, v.or_replace)
-            }
-            _ => return Err(crate::internal!("CREATE VIEW did not plan as a view")),
-        };
-        if or_replace {
-            return Err(crate::unsupported!(
-                "CREATE OR REPLACE VIEW is not supported; drop the view first"
-            ));
-        }
-        let provider = view_provider(plan)?;
-        let catalog = self.db.catalog();
-        // From the statement, not the plan: DataFusion inlines views it
-        // reads, so the plan only names the base tables underneath.
-        let depends_on = statement_relations(statement)
-            .into_iter()
-            .filter(|name| catalog.get(name).is_some())
-            .collect();
-        catalog.create(Entry {
-            def: Definition {
-                id: catalog.allocate_id()?,
-                name,
-                kind: ObjectKind::View,
-                sql: sql.to_string(),
-                depends_on,
-            },
-            provider,
-        })?;
-        Ok(Output::Command(Command::new("CREATE VIEW")))
-    }
-
-    async fn drop_objects(&mut self, drop: &crate::sql::DropStatement) -> Result<Output> {
-        let catalog = self.db.catalog().clone();
-        let mut command = Command::new(format!("DROP {}", drop.kind.tag()));
-        // Like PostgreSQL, a missing name fails the whole statement before
-        // anything is dropped.
-        if !drop.if_exists
-            && let Some(missing) = drop.names.iter().find(|n| catalog.get(n).is_none())
-        {
-            return Err(Error::catalog(
-                match drop.kind {
-                    ObjectKind::Source | ObjectKind::Sink => CatalogErrorKind::UndefinedObject,
-                    _ => CatalogErrorKind::UndefinedTable,
-                },
-                format!("{} \"{missing}\" does not exist", drop.kind.noun()),
-            ));
-        }
-        for name in &drop.names {
-            if catalog.get(name).is_none() && drop.if_exists {
-                command = command.with_notice(format!(
-                    "{} \"{name}\" does not exist, skipping",
-                    drop.kind.noun()
-                ));
-                continue;
-            }
-            let removed = catalog.drop_object(name, drop.kind, drop.cascade)?;
-            for def in removed {
-                self.db.forget_dataflow(&def.name);
-                let dir = catalog.storage_dir(def.id);
-                if dir.exists()
-                    && let Err(e) = std::fs::remove_dir_all(&dir)
-                {
-                    // The catalog no longer names it; startup removes it.
-                    tracing::warn!(folder = %dir.display(), error = %e, "could not remove storage of a dropped object");
-                }
-            }
-        }
-        Ok(Output::Command(command))
-    }
-
     async fn copy_to(&mut self, copy: &crate::sql::CopyTo) -> Result<Output> {
         let query = match &copy.source {
             crate::sql::CopySource::Query(q) => ast::Statement::Query(q.clone()),
@@ -803,63 +657,6 @@ impl Session {
             .map(|_| ())
     }
 
-    fn show(&self, name: &str) -> Result<Output> {
-        let lower = name.to_ascii_lowercase();
-        if lower == "all" {
-            let all = self.settings.read().map(|s| s.all()).unwrap_or_default();
-            let schema = show_all_schema();
-            let columns = [0, 1, 2].map(|i| {
-                all.iter()
-                    .map(|r| match i {
-                        0 => r.0.clone(),
-                        1 => r.1.clone(),
-                        _ => r.2.clone(),
-                    })
-                    .collect::<Vec<_>>()
-            });
-            return Ok(Output::Rows(rows_from_batches(
-                schema.clone(),
-                vec![string_batch(schema, columns.to_vec())?],
-                "SHOW",
-            )));
-        }
-        let value = if lower.starts_with("datafusion.") {
-            let state = self.ctx.state();
-            state
-                .config_options()
-                .entries()
-                .into_iter()
-                .find(|e| e.key == lower)
-                .map(|e| e.value.unwrap_or_default())
-        } else {
-            self.setting(&lower)
-        };
-        let value = value.ok_or_else(|| {
-            Error::catalog(
-                CatalogErrorKind::UndefinedObject,
-                format!("unrecognized configuration parameter \"{name}\""),
-            )
-        })?;
-        let schema = show_schema(&lower);
-        let batch = string_batch(schema.clone(), vec![vec![value]])?;
-        Ok(Output::Rows(rows_from_batches(schema, vec![batch], "SHOW")))
-    }
-
-    fn show_objects(&self, kind: ObjectKind) -> Result<Output> {
-        let entries: Vec<Entry> = self
-            .db
-            .catalog()
-            .entries()
-            .into_iter()
-            .filter(|e| e.def.kind == kind)
-            .collect();
-        let schema = objects_schema();
-        let names = entries.iter().map(|e| e.def.name.clone()).collect();
-        let sql = entries.iter().map(|e| e.def.sql.clone()).collect();
-        let batch = string_batch(schema.clone(), vec![names, sql])?;
-        Ok(Output::Rows(rows_from_batches(schema, vec![batch], "SHOW")))
-    }
-
     async fn fetch(&mut self, name: &str, count: Option<u64>) -> Result<Output> {
         let cursor = self.cursors.get_mut(name).ok_or_else(|| no_cursor(name))?;
         let mut wanted = count.map(|c| c as usize).unwrap_or(usize::MAX);
@@ -893,31 +690,6 @@ impl Session {
             .write()
             .map_err(|_| crate::internal!("settings lock poisoned"))
     }
-}
-
-fn show_schema(name: &str) -> SchemaRef {
-    let lower = name.to_ascii_lowercase();
-    let column = if lower == "timezone" {
-        "TimeZone".to_string()
-    } else {
-        lower
-    };
-    Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]))
-}
-
-fn show_all_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("name", DataType::Utf8, false),
-        Field::new("setting", DataType::Utf8, false),
-        Field::new("description", DataType::Utf8, false),
-    ]))
-}
-
-fn objects_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("name", DataType::Utf8, false),
-        Field::new("definition", DataType::Utf8, false),
-    ]))
 }
 
 fn no_cursor(name: &str) -> Error {

@@ -4,6 +4,7 @@
 //! text. New statements (CREATE SOURCE, SUBSCRIBE, ...) are added here: a
 //! variant in `statement.rs` and an extension parser in `parser.rs`.
 
+mod copy;
 mod parser;
 mod rewrite;
 mod source;
