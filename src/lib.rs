@@ -11,24 +11,32 @@
 //!                             ▼
 //!             ┌──────── DataFusion ────────┐
 //!             │ planner, optimizer, kernels│◀── catalog/  named objects, pg_catalog,
-//!             └────────────────────────────┘              information_schema
-//!                             │
-//!                             ▼
-//!                          storage/     durable table rows (Arrow IPC log)
+//!             └────────────────────────────┘              information_schema, runnel_catalog
+//!                  │                    │
+//!                  ▼                    ▼
+//!   storage/ table rows        planner/ logical plan ──▶ streaming plan
+//!   (Arrow IPC log)                     │
+//!                                       ▼
+//!   connectors/ Kafka, files, ──▶ stream/ dataflow: Message (data, watermark, barrier)
+//!   TCP, generators → Arrow         operators/ filter, project, unnest, window
+//!                                   aggregate ──▶ materialized view snapshot
 //! ```
 //!
 //! Module map:
 //! - [`error`]: the one error enum and its SQLSTATE mapping.
-//! - [`sql`]: the statement enum and the parser with runnel's extensions.
+//! - [`sql`]: the statement enum and the parser with runnel's extensions
+//!   (CREATE SOURCE, window syntax).
 //! - [`catalog`]: objects by kind, persisted definitions, the PostgreSQL
-//!   catalog views clients query.
+//!   catalog views clients query, and runnel's system tables.
 //! - [`storage`]: table rows on disk.
+//! - [`connectors`]: sources: transports, formats, event time, bad input.
+//! - [`stream`]: the streaming model and the dataflow runtime.
+//! - [`operators`]: one streaming operator per file.
+//! - [`planner`]: DataFusion's logical plan to a streaming plan.
 //! - [`database`]: executes statements; sessions and their settings.
 //! - [`server`]: the PostgreSQL wire protocol.
 //!
-//! Streaming parts plug in beside these: sources (`connectors/`) and
-//! continuous queries (`planner/`, `stream/`, `operators/`) register their
-//! outputs in the catalog as their own kinds, and `state/` checkpoints them.
+//! Checkpoints (`state/`) come with the durability work.
 //! See docs/architecture.md.
 
 pub mod catalog;
