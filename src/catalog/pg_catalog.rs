@@ -12,23 +12,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, new_null_array};
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{ColumnarValue, Expr, Volatility, create_udf};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
-use super::system::SYSTEM_SCHEMA;
+use super::system::{ComputedTable, SYSTEM_SCHEMA};
 use super::{Catalog, DATABASE_NAME, SCHEMA_NAME, pg_foreign};
 use crate::error::{Error, Result};
 use crate::sql::ObjectKind;
@@ -150,13 +144,13 @@ impl SchemaProvider for RunnelPgCatalog {
         };
         let catalog = self.catalog.clone();
         let patched: Arc<dyn TableProvider> = match name.to_ascii_lowercase().as_str() {
-            "pg_class" => Arc::new(PgClass {
-                classes: table,
-                namespaces: self.inner_table("pg_namespace").await?,
+            "pg_class" => Arc::new(pg_class(
+                table,
+                self.inner_table("pg_namespace").await?,
                 catalog,
-                hidden: self.hidden.clone(),
-                names: self.names.clone(),
-            }),
+                self.hidden.clone(),
+                self.names.clone(),
+            )),
             "pg_attribute" => Arc::new(pg_foreign::attributes(
                 catalog,
                 table,
@@ -184,99 +178,62 @@ impl SchemaProvider for RunnelPgCatalog {
     }
 }
 
-/// `pg_class` with the relkind of each runnel object set from the catalog.
-#[derive(Debug)]
-struct PgClass {
+/// `pg_class` with the relkind of each runnel object set from the catalog
+/// and a `reloptions` column. The rows are produced, and patched, when the
+/// query runs, so they are current for every query; producing them also
+/// refreshes which oids are hidden from `pg_table_is_visible` and the names
+/// `runnel_foreign_kind` resolves.
+fn pg_class(
     classes: Arc<dyn TableProvider>,
     namespaces: Arc<dyn TableProvider>,
     catalog: Arc<Catalog>,
     hidden: Hidden,
     names: Names,
-}
-
-#[async_trait]
-impl TableProvider for PgClass {
-    fn schema(&self) -> SchemaRef {
-        with_reloptions(&self.classes.schema())
-    }
-
-    fn table_type(&self) -> TableType {
-        self.classes.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // Planning the inner scans reads nothing; the rows are produced, and
-        // patched, when the query runs, so they are current for every query.
-        let partition = PatchedClasses {
-            schema: self.schema(),
-            inner_schema: self.classes.schema(),
-            classes: self.classes.scan(state, None, &[], None).await?,
-            namespaces: self.namespaces.scan(state, None, &[], None).await?,
-            catalog: self.catalog.clone(),
-            hidden: self.hidden.clone(),
-            names: self.names.clone(),
-        };
-        StreamingTable::try_new(self.schema(), vec![Arc::new(partition)])?
-            .scan(state, projection, filters, limit)
-            .await
-    }
-}
-
-#[derive(Debug, Clone)]
-struct PatchedClasses {
-    schema: SchemaRef,
-    /// The schema datafusion-pg-catalog produces, before `reloptions`.
-    inner_schema: SchemaRef,
-    classes: Arc<dyn ExecutionPlan>,
-    namespaces: Arc<dyn ExecutionPlan>,
-    catalog: Arc<Catalog>,
-    hidden: Hidden,
-    names: Names,
-}
-
-impl PatchedClasses {
-    async fn rows(self, ctx: Arc<TaskContext>) -> DfResult<RecordBatch> {
-        let classes = collect(self.classes, ctx.clone()).await?;
-        let namespaces = collect(self.namespaces, ctx).await?;
-        let classes = concat_batches(&self.inner_schema, &classes)?;
-        let public = namespaces_named(&namespaces, SCHEMA_NAME)?;
-        let information_schema = namespaces_named(&namespaces, "information_schema")?;
-        let mut off_path = namespaces_named(&namespaces, SYSTEM_SCHEMA)?;
-        off_path.extend(information_schema.iter().copied());
-        let kinds: HashMap<String, ObjectKind> = self
-            .catalog
-            .entries()
-            .into_iter()
-            .map(|e| (e.def.name, e.def.kind))
-            .collect();
-        let patched = set_relkinds(&classes, &public, &information_schema, &kinds)?;
-        let oids = int_column(&patched, "oid")?;
-        let relnamespaces = int_column(&patched, "relnamespace")?;
-        let hidden: HashSet<i32> = (0..patched.num_rows())
-            .filter(|&i| off_path.contains(&relnamespaces.value(i)))
-            .map(|i| oids.value(i))
-            .collect();
-        if let Ok(mut slot) = self.hidden.write() {
-            *slot = hidden;
-        }
-        let relnames = string_column(&patched, "relname")?;
-        let names: HashMap<i32, String> = (0..patched.num_rows())
-            .filter(|&i| public.contains(&relnamespaces.value(i)))
-            .map(|i| (oids.value(i), relnames.value(i).to_string()))
-            .collect();
-        if let Ok(mut slot) = self.names.write() {
-            *slot = names;
-        }
-        let mut columns = patched.columns().to_vec();
-        columns.push(new_null_array(&reloptions_type(), patched.num_rows()));
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-    }
+) -> ComputedTable {
+    let schema = with_reloptions(&classes.schema());
+    let output = schema.clone();
+    ComputedTable::new(
+        schema,
+        vec![classes, namespaces],
+        Arc::new(move |inputs: &[RecordBatch]| {
+            let [classes, namespaces] = inputs else {
+                return Err(DataFusionError::Internal(
+                    "pg_class reads two tables".into(),
+                ));
+            };
+            let namespaces = std::slice::from_ref(namespaces);
+            let public = namespaces_named(namespaces, SCHEMA_NAME)?;
+            let information_schema = namespaces_named(namespaces, "information_schema")?;
+            let mut off_path = namespaces_named(namespaces, SYSTEM_SCHEMA)?;
+            off_path.extend(information_schema.iter().copied());
+            let kinds: HashMap<String, ObjectKind> = catalog
+                .entries()
+                .into_iter()
+                .map(|e| (e.def.name, e.def.kind))
+                .collect();
+            let patched = set_relkinds(classes, &public, &information_schema, &kinds)?;
+            let oids = int_column(&patched, "oid")?;
+            let relnamespaces = int_column(&patched, "relnamespace")?;
+            let hidden_oids: HashSet<i32> = (0..patched.num_rows())
+                .filter(|&i| off_path.contains(&relnamespaces.value(i)))
+                .map(|i| oids.value(i))
+                .collect();
+            if let Ok(mut slot) = hidden.write() {
+                *slot = hidden_oids;
+            }
+            let relnames = string_column(&patched, "relname")?;
+            let public_names: HashMap<i32, String> = (0..patched.num_rows())
+                .filter(|&i| public.contains(&relnamespaces.value(i)))
+                .map(|i| (oids.value(i), relnames.value(i).to_string()))
+                .collect();
+            if let Ok(mut slot) = names.write() {
+                *slot = public_names;
+            }
+            let mut columns = patched.columns().to_vec();
+            columns.push(new_null_array(&reloptions_type(), patched.num_rows()));
+            Ok(RecordBatch::try_new(output.clone(), columns)?)
+        }),
+    )
 }
 
 /// `reloptions` (storage parameters, `text[]`): psql's `\d+` reads it and
@@ -292,20 +249,6 @@ fn with_reloptions(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("reloptions", reloptions_type(), true));
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-impl PartitionStream for PatchedClasses {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let this = self.clone();
-        Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            futures::stream::once(this.rows(ctx)),
-        ))
-    }
 }
 
 /// OIDs of the namespaces called `wanted`. Runnel registers one DataFusion

@@ -202,25 +202,8 @@ impl VisitorMut for ArraySubquery {
 /// `ARRAY(SELECT e(x) FROM unnest(arr) x)` is a map over `arr`:
 /// `array_transform(arr, x -> e(x))`, which needs no decorrelation.
 fn transform_unnest(query: &Query) -> Option<Expr> {
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    if query.order_by.is_some()
-        || query.limit_clause.is_some()
-        || select.selection.is_some()
-        || select.having.is_some()
-        || select.from.len() != 1
-        || !select.from[0].joins.is_empty()
-        || select.projection.len() != 1
-        || select.distinct.is_some()
-    {
-        return None;
-    }
-    let body = match &select.projection[0] {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
-        _ => return None,
-    };
-    let mut relation = select.from[0].relation.clone();
+    let (body, relation) = single_column_select(query)?;
+    let mut relation = relation.clone();
     strip_pg_catalog(&mut relation);
     let TableFactor::UNNEST {
         alias: Some(alias),
@@ -241,6 +224,31 @@ fn transform_unnest(query: &Query) -> Option<Expr> {
         _ => return None,
     };
     array_transform(array.clone(), param, body)
+}
+
+/// `SELECT expr FROM relation` and nothing more (no WHERE, GROUP BY
+/// filters, joins, DISTINCT, ORDER BY or LIMIT): the one expression and the
+/// relation, the shape both ARRAY(subquery) rewrites turn into a map.
+fn single_column_select(query: &Query) -> Option<(Expr, &TableFactor)> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || select.selection.is_some()
+        || select.having.is_some()
+        || select.from.len() != 1
+        || !select.from[0].joins.is_empty()
+        || select.projection.len() != 1
+        || select.distinct.is_some()
+    {
+        return None;
+    }
+    let body = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+        _ => return None,
+    };
+    Some((body, &select.from[0].relation))
 }
 
 /// `array_transform(array, param -> body)`. Built as an AST: the PostgreSQL
@@ -281,26 +289,13 @@ fn parse_expr(sql: &str) -> Option<Expr> {
 /// text after it (NULL without one). A correlated table function is out of
 /// DataFusion's reach; this needs no decorrelation.
 fn transform_options(query: &Query) -> Option<Expr> {
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    if query.order_by.is_some()
-        || query.limit_clause.is_some()
-        || select.selection.is_some()
-        || select.having.is_some()
-        || select.from.len() != 1
-        || !select.from[0].joins.is_empty()
-        || select.projection.len() != 1
-        || select.distinct.is_some()
-    {
-        return None;
-    }
+    let (mut body, relation) = single_column_select(query)?;
     let TableFactor::Table {
         name,
         args: Some(args),
         alias,
         ..
-    } = &select.from[0].relation
+    } = relation
     else {
         return None;
     };
@@ -317,10 +312,6 @@ fn transform_options(query: &Query) -> Option<Expr> {
     if !is_options || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
         return None;
     }
-    let mut body = match &select.projection[0] {
-        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
-        _ => return None,
-    };
     const PARAM: &str = "runnel_option";
     let mut columns = OptionColumns {
         qualifier: alias.as_ref().map(|a| a.name.value.to_lowercase()),
