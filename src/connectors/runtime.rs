@@ -146,6 +146,19 @@ impl SourceStats {
         }
     }
 
+    /// Moves a split's position on, keeping the lag last reported for it
+    /// (connectors that know the end of a split report it with the rows).
+    fn advance_position(&self, split: &str, position: u64) {
+        if let Ok(mut p) = self.positions.lock() {
+            match p.get_mut(split) {
+                Some(entry) => entry.0 = position,
+                None => {
+                    p.insert(split.to_string(), (position, None));
+                }
+            }
+        }
+    }
+
     /// Forgets a split that is gone for good (a closed TCP connection), so
     /// that short-lived splits do not pile up.
     pub fn remove_position(&self, split: &str) {
@@ -355,8 +368,7 @@ impl SplitWriter {
         }
         let batch = RecordBatch::try_new(self.spec.schema.clone(), columns)?;
         if let Some(last) = records.last_position() {
-            let lag = self.lag_hint();
-            self.stats.set_position(&self.id, last, lag);
+            self.stats.advance_position(&self.id, last);
         }
         self.send_batch(batch).await
     }
@@ -402,13 +414,6 @@ impl SplitWriter {
     /// watermark) without data.
     pub fn set_lag(&self, position: u64, lag: Option<i64>) {
         self.stats.set_position(&self.id, position, lag);
-    }
-
-    fn lag_hint(&self) -> Option<i64> {
-        self.stats
-            .positions()
-            .get(self.id.as_ref())
-            .and_then(|(_, lag)| *lag)
     }
 
     async fn send_batch(&mut self, batch: RecordBatch) -> Result<()> {

@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::kernels::cmp::gt;
 use datafusion::arrow::compute::{cast, filter, take};
 use datafusion::arrow::datatypes::{
     DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -225,10 +228,7 @@ impl Operator for WindowAggregateOperator {
 
         // Rows of windows the watermark has already closed are late.
         if let Some(wm) = self.watermark {
-            let on_time: BooleanArray = ends
-                .iter()
-                .map(|e| Some(e.is_some_and(|e| e > wm)))
-                .collect();
+            let on_time: BooleanArray = gt(&ends, &TimestampMicrosecondArray::new_scalar(wm))?;
             let kept = on_time.true_count();
             if kept < rows {
                 self.late_rows += (rows - kept) as u64;

@@ -282,16 +282,7 @@ async fn run_sink(
                 {
                     contents.watermark.fetch_max(min, Ordering::Relaxed);
                 }
-                let total = metrics.lock().map(|m| {
-                    let mut sum = OperatorMetrics::default();
-                    for x in m.iter() {
-                        sum += *x;
-                    }
-                    sum
-                });
-                if let Ok(total) = total {
-                    contents.set_metrics(total);
-                }
+                publish_metrics(&contents, &metrics);
             }
             Message::Barrier(b) => {
                 if let BarrierKind::Flush(ticket) = b.kind {
@@ -310,6 +301,15 @@ async fn run_sink(
             }
         }
     }
+    publish_metrics(&contents, &metrics);
+    if !contents.state().starts_with("failed") {
+        contents.set_state("finished");
+    }
+    let _ = flushed.send(u64::MAX);
+}
+
+/// Shows the instances' summed operator figures on the view.
+fn publish_metrics(contents: &ViewContents, metrics: &Mutex<Vec<OperatorMetrics>>) {
     if let Ok(m) = metrics.lock() {
         let mut sum = OperatorMetrics::default();
         for x in m.iter() {
@@ -317,8 +317,4 @@ async fn run_sink(
         }
         contents.set_metrics(sum);
     }
-    if !contents.state().starts_with("failed") {
-        contents.set_state("finished");
-    }
-    let _ = flushed.send(u64::MAX);
 }

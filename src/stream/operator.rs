@@ -71,48 +71,36 @@ impl Chain {
     /// Runs one message through every operator; returns what comes out,
     /// in order (a watermark after the rows it completed).
     pub fn push(&mut self, message: Message, out: &mut Vec<Message>) -> Result<()> {
-        match message {
-            Message::Data(batch) => {
-                let mut batches = vec![batch];
-                for op in &mut self.operators {
-                    let mut next = Vec::new();
-                    for b in batches {
-                        if b.num_rows() > 0 {
-                            op.process(b, &mut next)?;
-                        }
-                    }
-                    batches = next;
-                }
-                out.extend(
-                    batches
-                        .into_iter()
-                        .filter(|b| b.num_rows() > 0)
-                        .map(Message::Data),
-                );
+        let (mut batches, watermark) = match message {
+            Message::Data(batch) => (vec![batch], None),
+            Message::Watermark(wm) => (Vec::new(), Some(wm)),
+            barrier @ Message::Barrier(_) => {
+                out.push(barrier);
+                return Ok(());
             }
-            Message::Watermark(wm) => {
-                // Rows a watermark releases upstream pass through the rest
-                // of the chain before the watermark itself.
-                let mut pending: Vec<RecordBatch> = Vec::new();
-                for op in &mut self.operators {
-                    let mut next = Vec::new();
-                    for b in pending {
-                        if b.num_rows() > 0 {
-                            op.process(b, &mut next)?;
-                        }
-                    }
-                    op.on_watermark(wm, &mut next)?;
-                    pending = next;
+        };
+        // Rows a watermark releases upstream pass through the rest of the
+        // chain before the watermark itself.
+        for op in &mut self.operators {
+            let mut next = Vec::new();
+            for b in batches {
+                if b.num_rows() > 0 {
+                    op.process(b, &mut next)?;
                 }
-                out.extend(
-                    pending
-                        .into_iter()
-                        .filter(|b| b.num_rows() > 0)
-                        .map(Message::Data),
-                );
-                out.push(Message::Watermark(wm));
             }
-            barrier @ Message::Barrier(_) => out.push(barrier),
+            if let Some(wm) = watermark {
+                op.on_watermark(wm, &mut next)?;
+            }
+            batches = next;
+        }
+        out.extend(
+            batches
+                .into_iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(Message::Data),
+        );
+        if let Some(wm) = watermark {
+            out.push(Message::Watermark(wm));
         }
         Ok(())
     }
