@@ -241,10 +241,15 @@ async fn a_finite_source_answers_any_query_and_a_live_one_streams() {
             "the message must not dump the plan: {message}"
         );
     }
-    // A live SELECT without LIMIT runs until the client cancels it.
+    // A live SELECT without LIMIT runs until the client cancels it. The
+    // cancel is sent once the query's reader is attached, so it cannot
+    // arrive before the query.
+    let watcher = server.client().await;
+    let readers = "SELECT readers FROM runnel_catalog.sources WHERE name = 'live'";
+    eventually(&watcher, &format!("SELECT ({readers}) = 0")).await;
     let cancel = client.cancel_token();
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually(&watcher, &format!("SELECT ({readers}) > 0")).await;
         cancel.cancel_query(tokio_postgres::NoTls).await
     });
     let err = tokio::time::timeout(TIMEOUT, client.query("SELECT * FROM live", &[]))
@@ -287,7 +292,9 @@ async fn sources_survive_a_restart() {
     client.simple_query("DROP SOURCE r").await.unwrap();
 }
 
-/// Polls `sql` (one boolean) until it is true, failing after TIMEOUT.
+/// Polls `sql` (one boolean) until it is true, failing after TIMEOUT: for
+/// conditions that depend on another connection's progress or on wall-clock
+/// time (an idle timeout), never to wait for results.
 async fn eventually(client: &tokio_postgres::Client, sql: &str) {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
