@@ -447,7 +447,9 @@ impl PartitionStream for ComputedRows {
 /// `rows_in` counts source rows read, `rows_out` rows published;
 /// `state_rows`/`state_bytes` are the open windows' groups and their size
 /// (they shrink as windows close); `late_rows` were dropped because their
-/// window had closed; `plan` is the operator graph.
+/// window had closed; `rows_deleted` counts rows an updating view replaced
+/// or removed; `kind` is `append-only` or `updating`; `plan` is the
+/// operator graph; `subscribers` counts the SUBSCRIBEs reading it now.
 fn views_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
@@ -457,12 +459,15 @@ fn views_schema() -> SchemaRef {
         Field::new("state_rows", DataType::Int64, false),
         Field::new("state_bytes", DataType::Int64, false),
         Field::new("late_rows", DataType::Int64, false),
+        Field::new("rows_deleted", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
         Field::new(
             "watermark",
             DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
             true,
         ),
         Field::new("plan", DataType::Utf8, false),
+        Field::new("subscribers", DataType::Int64, false),
     ]))
 }
 
@@ -494,6 +499,17 @@ fn views_rows(catalog: &Catalog) -> DfResult<RecordBatch> {
         int(&|v| v.metrics().state_rows),
         int(&|v| v.metrics().state_bytes),
         int(&|v| v.metrics().late_rows),
+        int(&|v| v.rows_deleted.load(Relaxed)),
+        texts(views.iter().map(|(_, v)| {
+            Some(
+                if v.is_updating() {
+                    "updating"
+                } else {
+                    "append-only"
+                }
+                .to_string(),
+            )
+        })),
         Arc::new(
             views
                 .iter()
@@ -505,6 +521,7 @@ fn views_rows(catalog: &Catalog) -> DfResult<RecordBatch> {
                 .iter()
                 .map(|(_, v)| Some(v.graph.lock().map(|g| g.join("\n")).unwrap_or_default())),
         ),
+        int(&|v| v.subscribers() as u64),
     ];
     Ok(RecordBatch::try_new(views_schema(), columns)?)
 }

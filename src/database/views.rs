@@ -82,25 +82,28 @@ impl Session {
                     .into(),
             ));
         }
-        if !matches!(create.options, ast::CreateTableOptions::None) {
-            return Err(Error::Unsupported(format!(
-                "materialized view options {} are not supported yet",
-                create.options
-            )));
-        }
-        let logical = self
-            .plan(ast::Statement::Query(create.query.clone()))
-            .await?;
-        let state = self.ctx.state();
-        let optimized = state.optimize(&logical)?;
-        let plan = crate::planner::plan(&optimized, &state)?;
+        let plan = self.stream_plan(create).await?;
         let parallelism = self.database().config().target_partitions;
-        let contents = Arc::new(ViewContents::new(plan.schema.clone()));
+        let contents = Arc::new(if plan.updating {
+            ViewContents::try_new_updating(plan.schema.clone())?
+        } else {
+            ViewContents::new(plan.schema.clone())
+        });
         if let Ok(mut g) = contents.graph.lock() {
             *g = plan.describe(parallelism);
         }
         let dataflow = Dataflow::spawn(plan, contents.clone(), parallelism)?;
         Ok((contents, dataflow))
+    }
+
+    /// Plans a view's query (with its WITH options) for streaming.
+    async fn stream_plan(&self, create: &ast::CreateView) -> Result<crate::planner::StreamPlan> {
+        let options = view_options(&create.options)?;
+        let logical = self
+            .plan(ast::Statement::Query(create.query.clone()))
+            .await?;
+        let state = self.ctx.state();
+        crate::planner::plan(&state.optimize(&logical)?, &state, options)
     }
 
     /// The operator graph of a view, one line per row (PostgreSQL's
@@ -137,11 +140,7 @@ impl Session {
                 let ast::Statement::CreateView(create) = statement.as_ref() else {
                     return Err(crate::internal!("not a CREATE MATERIALIZED VIEW"));
                 };
-                let logical = self
-                    .plan(ast::Statement::Query(create.query.clone()))
-                    .await?;
-                let state = self.ctx.state();
-                let plan = crate::planner::plan(&state.optimize(&logical)?, &state)?;
+                let plan = self.stream_plan(create).await?;
                 plan.describe(self.database().config().target_partitions)
             }
         };
@@ -169,9 +168,93 @@ impl Session {
         let db = self.database();
         let ticket = db.shared.flush_ticket.fetch_add(1, Ordering::SeqCst) + 1;
         let flows = db.dataflow_handles();
+        // Ask every view first: a view on a view waits for its upstream's
+        // ticket to travel through the upstream's feed.
+        for flow in &flows {
+            flow.request_flush(ticket);
+        }
         for flow in flows {
-            flow.flush(ticket).await?;
+            flow.wait_flushed(ticket).await?;
         }
         Ok(Output::Command(Command::new("FLUSH")))
+    }
+}
+
+/// `CREATE MATERIALIZED VIEW v WITH (emit = 'on_update' | 'on_window_close',
+/// allowed_lateness = '10 seconds') AS ...`.
+fn view_options(options: &ast::CreateTableOptions) -> Result<crate::planner::ViewOptions> {
+    let list = match options {
+        ast::CreateTableOptions::None => return Ok(Default::default()),
+        ast::CreateTableOptions::With(list) => list,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "materialized view options {other}; use WITH (emit = ..., allowed_lateness = ...)"
+            )));
+        }
+    };
+    let mut out = crate::planner::ViewOptions::default();
+    for option in list {
+        let ast::SqlOption::KeyValue { key, value } = option else {
+            return Err(bad_option(format!("unsupported view option {option}")));
+        };
+        let key = key.value.to_lowercase();
+        let text = match value {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        };
+        match key.as_str() {
+            "emit" => {
+                out.emit_on_update = match text.to_lowercase().as_str() {
+                    "on_update" => true,
+                    "on_window_close" | "on_close" | "on_watermark" => false,
+                    _ => {
+                        return Err(bad_option(format!(
+                            "emit must be 'on_update' or 'on_window_close', not '{text}'"
+                        )));
+                    }
+                }
+            }
+            "allowed_lateness" => {
+                // '10 seconds', '10s', or INTERVAL '10' SECOND.
+                let normalized = text
+                    .to_lowercase()
+                    .replace("interval", "")
+                    .replace('\'', "");
+                let micros = crate::connectors::parse_duration(&normalized)
+                    .map(|d| d.as_micros() as i64)
+                    .ok_or_else(|| {
+                        bad_option(format!(
+                            "allowed_lateness must be an interval such as '10 seconds', not '{text}'"
+                        ))
+                    })?;
+                if micros < 0 {
+                    return Err(bad_option("allowed_lateness must not be negative".into()));
+                }
+                out.allowed_lateness = Some(micros);
+            }
+            _ => {
+                return Err(bad_option(format!(
+                    "unknown materialized view option \"{key}\" (valid: emit, allowed_lateness)"
+                )));
+            }
+        }
+    }
+    if out.emit_on_update && out.allowed_lateness.is_some_and(|l| l > 0) {
+        return Err(bad_option(
+            "allowed_lateness applies to emit = 'on_window_close'; with emit = 'on_update' a \
+             window's rows are updated until the watermark passes its end"
+                .into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn bad_option(message: String) -> Error {
+    Error::Plan {
+        sqlstate: "22023",
+        message,
     }
 }

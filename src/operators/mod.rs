@@ -5,9 +5,11 @@
 mod materialize;
 mod project_filter;
 mod unnest;
+mod updating_aggregate;
 mod window_aggregate;
 
-pub use materialize::{ViewContents, ViewTable};
+pub use materialize::{Attachment, Delivery, Subscription, ViewContents, ViewEvent, ViewTable};
 pub use project_filter::{FilterOperator, ProjectionOperator};
 pub use unnest::UnnestOperator;
+pub use updating_aggregate::{UpdatingAggregateOperator, WindowEmission};
 pub use window_aggregate::{AggregateCall, WindowAggregateOperator};

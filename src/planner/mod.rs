@@ -20,9 +20,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::connectors::{SourceRuntime, SourceTable};
 use crate::error::{Error, Result};
 use crate::operators::{
-    AggregateCall, FilterOperator, ProjectionOperator, UnnestOperator, WindowAggregateOperator,
+    AggregateCall, FilterOperator, ProjectionOperator, UnnestOperator, UpdatingAggregateOperator,
+    ViewContents, ViewTable, WindowAggregateOperator, WindowEmission,
 };
 use crate::stream::Operator;
+use crate::stream::changelog;
 
 /// The name the window rewrite gives a window's end.
 pub const WINDOW_END: &str = "window_end";
@@ -51,6 +53,16 @@ pub enum Step {
         window_end: usize,
         aggregates: Vec<AggregateCall>,
         input_schema: SchemaRef,
+        schema: SchemaRef,
+    },
+    /// An aggregate that emits a changelog (docs/design/0005).
+    UpdatingAggregate {
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Vec<AggregateCall>,
+        input_schema: SchemaRef,
+        updating_input: bool,
+        window: Option<WindowEmission>,
+        /// Without the weight column.
         schema: SchemaRef,
     },
 }
@@ -86,24 +98,86 @@ impl Step {
                 input_schema,
                 schema.clone(),
             )?),
+            Step::UpdatingAggregate {
+                group_exprs,
+                aggregates,
+                input_schema,
+                updating_input,
+                window,
+                schema,
+            } => Box::new(UpdatingAggregateOperator::try_new(
+                group_exprs.clone(),
+                aggregates.clone(),
+                input_schema,
+                *updating_input,
+                *window,
+                schema.clone(),
+            )?),
         })
     }
 }
 
-/// A view's query as operators over one source.
+/// Where a view's rows come from.
+#[derive(Clone)]
+pub enum Input {
+    Source(Arc<SourceRuntime>),
+    /// Another materialized view: its snapshot, then its changes.
+    View {
+        name: String,
+        contents: Arc<ViewContents>,
+    },
+}
+
+impl Input {
+    fn describe(&self) -> String {
+        match self {
+            Input::Source(s) => format!("Source: {} (connector {})", s.spec.name, s.spec.connector),
+            Input::View { name, contents } => format!(
+                "View: {name} ({})",
+                if contents.is_updating() {
+                    "updating"
+                } else {
+                    "append-only"
+                }
+            ),
+        }
+    }
+}
+
+/// One input and the stateless steps that run on its rows alone.
+pub struct InputPlan {
+    pub input: Input,
+    pub steps: Vec<Step>,
+}
+
+/// What a view's rows mean and how they are emitted, from
+/// `CREATE MATERIALIZED VIEW ... WITH (...)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewOptions {
+    /// `emit = 'on_update'`.
+    pub emit_on_update: bool,
+    /// `allowed_lateness`, in µs.
+    pub allowed_lateness: Option<i64>,
+}
+
+/// A view's query as operators over its inputs.
 pub struct StreamPlan {
-    pub source: Arc<SourceRuntime>,
-    /// Stateless steps run where the source is read.
+    /// Each input with its own stateless steps; their rows are merged (UNION
+    /// ALL) with the minimum watermark.
+    pub inputs: Vec<InputPlan>,
+    /// Stateless steps after the merge, run where the inputs are read.
     pub pre: Vec<Step>,
     /// The keyed part, run by parallel instances over key groups.
     pub keyed: Option<KeyedPart>,
-    /// The view's columns.
+    /// The view's columns (without the weight column).
     pub schema: SchemaRef,
+    /// The view's rows change after they appear: its edges carry weights.
+    pub updating: bool,
 }
 
 pub struct KeyedPart {
     /// Expressions over the output of `pre` whose hash picks the instance.
-    /// Empty for a global window (one instance).
+    /// Empty for a global aggregate (one instance).
     pub key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     /// The aggregate and everything after it.
     pub steps: Vec<Step>,
@@ -112,14 +186,32 @@ pub struct KeyedPart {
 impl StreamPlan {
     /// Lines for EXPLAIN.
     pub fn describe(&self, parallelism: usize) -> Vec<String> {
-        let mut lines = vec![format!(
-            "Source: {} (connector {})",
-            self.source.spec.name, self.source.spec.connector
-        )];
         let describe = |s: &Step| match s.instantiate() {
             Ok(op) => op.name(),
             Err(e) => format!("<{e}>"),
         };
+        let mut lines = Vec::new();
+        let many = self.inputs.len() > 1;
+        for (i, input) in self.inputs.iter().enumerate() {
+            let prefix = if many {
+                format!("Input {}: ", i + 1)
+            } else {
+                String::new()
+            };
+            lines.push(format!("{prefix}{}", input.input.describe()));
+            lines.extend(
+                input
+                    .steps
+                    .iter()
+                    .map(|s| format!("{prefix}{}", describe(s))),
+            );
+        }
+        if many {
+            lines.push(format!(
+                "Union: {} inputs, minimum watermark",
+                self.inputs.len()
+            ));
+        }
         lines.extend(self.pre.iter().map(describe));
         if let Some(k) = &self.keyed {
             let keys: Vec<String> = k.key_exprs.iter().map(|e| e.to_string()).collect();
@@ -130,46 +222,58 @@ impl StreamPlan {
             ));
             lines.extend(k.steps.iter().map(describe));
         }
-        lines.push("Materialize".into());
+        lines.push(if self.updating {
+            "Materialize: updating (rows are inserted and deleted)".into()
+        } else {
+            "Materialize: append-only".into()
+        });
         lines
     }
 }
 
 /// Plans an optimized logical plan.
-pub fn plan(logical: &LogicalPlan, state: &SessionState) -> Result<StreamPlan> {
-    let mut walk = Walk {
-        state,
-        source: None,
-        steps: Vec::new(),
-        aggregate_at: None,
-        key_exprs: Vec::new(),
-    };
-    walk.visit(logical)?;
-    let source = walk.source.ok_or_else(|| {
-        unsupported(
-            "a materialized view must read a source (CREATE SOURCE); over tables only, use a view",
-        )
-    })?;
+pub fn plan(
+    logical: &LogicalPlan,
+    state: &SessionState,
+    options: ViewOptions,
+) -> Result<StreamPlan> {
+    let walk = Walk { state, options };
+    let part = walk.visit(logical)?;
+    if part.inputs.is_empty() {
+        return Err(unsupported(
+            "a materialized view must read a source (CREATE SOURCE) or another materialized view; \
+             over tables only, use a view",
+        ));
+    }
+    if !part.windowed && options != ViewOptions::default() {
+        return Err(Error::Plan {
+            sqlstate: "22023",
+            message: "emit and allowed_lateness apply only to a view that aggregates over an \
+                      event-time window (GROUP BY TUMBLE/HOP ...)"
+                .into(),
+        });
+    }
     let schema: SchemaRef = Arc::new(logical.schema().as_arrow().clone());
-    let (pre, keyed) = match walk.aggregate_at {
-        None => (walk.steps, None),
+    let (pre, keyed) = match part.aggregate_at {
+        None => (part.steps, None),
         Some(i) => {
-            let mut pre = walk.steps;
+            let mut pre = part.steps;
             let steps = pre.split_off(i);
             (
                 pre,
                 Some(KeyedPart {
-                    key_exprs: walk.key_exprs,
+                    key_exprs: part.key_exprs,
                     steps,
                 }),
             )
         }
     };
     Ok(StreamPlan {
-        source,
+        inputs: part.inputs,
         pre,
         keyed,
         schema,
+        updating: part.updating,
     })
 }
 
@@ -179,11 +283,59 @@ fn unsupported(what: &str) -> Error {
 
 struct Walk<'a> {
     state: &'a SessionState,
-    source: Option<Arc<SourceRuntime>>,
+    options: ViewOptions,
+}
+
+/// The plan below some node.
+#[derive(Default)]
+struct Part {
+    inputs: Vec<InputPlan>,
+    /// Steps after the inputs are merged.
     steps: Vec<Step>,
-    /// Index in `steps` of the window aggregate.
+    /// Rows carry weights from here on.
+    updating: bool,
+    /// Index in `steps` of the aggregate.
     aggregate_at: Option<usize>,
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    windowed: bool,
+}
+
+impl Part {
+    /// The Arrow schema of rows at this point, with the weight column when
+    /// they carry one.
+    fn arrow_schema(&self, schema: &DFSchema) -> SchemaRef {
+        let plain = schema.as_arrow();
+        if self.updating {
+            changelog::with_weight(plain)
+        } else {
+            Arc::new(plain.clone())
+        }
+    }
+
+    /// A projection that passes the weight through after `exprs`.
+    fn project(
+        &mut self,
+        mut exprs: Vec<Arc<dyn PhysicalExpr>>,
+        input: &DFSchema,
+        output: &DFSchema,
+    ) {
+        if self.updating {
+            exprs.push(Arc::new(
+                datafusion::physical_expr::expressions::Column::new(
+                    changelog::WEIGHT_COLUMN,
+                    input.fields().len(),
+                ),
+            ));
+        }
+        let schema = self.arrow_schema(output);
+        self.steps.push(Step::Projection { exprs, schema });
+    }
+}
+
+fn column(name: &str, index: usize) -> Arc<dyn PhysicalExpr> {
+    Arc::new(datafusion::physical_expr::expressions::Column::new(
+        name, index,
+    ))
 }
 
 impl Walk<'_> {
@@ -191,73 +343,122 @@ impl Walk<'_> {
         Ok(self.state.create_physical_expr(expr.clone(), schema)?)
     }
 
-    fn visit(&mut self, plan: &LogicalPlan) -> Result<()> {
+    fn visit(&self, plan: &LogicalPlan) -> Result<Part> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let provider = source_as_provider(&scan.source)?;
-                let Some(source) = (provider.as_ref() as &dyn Any).downcast_ref::<SourceTable>()
-                else {
+                let any = provider.as_ref() as &dyn Any;
+                let (input, full, updating) = if let Some(source) =
+                    any.downcast_ref::<SourceTable>()
+                {
+                    let rt = source.runtime().clone();
+                    let full = rt.spec.schema.clone();
+                    (Input::Source(rt), full, false)
+                } else if let Some(view) = any.downcast_ref::<ViewTable>() {
+                    let contents = view.contents().clone();
+                    let full = contents.schema().clone();
+                    let updating = contents.is_updating();
+                    let name = scan.table_name.table().to_string();
+                    (Input::View { name, contents }, full, updating)
+                } else {
                     return Err(unsupported(&format!(
-                        "a materialized view can read only sources for now; \"{}\" is a table or view \
-                         (joins of a source with a table come later)",
+                        "a materialized view can read sources and other materialized views; \
+                         \"{}\" is a table or a plain view (joins of a source with a table come later)",
                         scan.table_name
                     )));
                 };
-                if self.source.is_some() {
-                    return Err(unsupported(
-                        "a materialized view over more than one source (joins, UNION) is not supported yet",
-                    ));
-                }
                 if !scan.filters.is_empty() {
-                    return Err(crate::internal!("filters pushed into a source scan"));
+                    return Err(crate::internal!("filters pushed into a streaming scan"));
                 }
-                self.source = Some(source.runtime().clone());
+                let mut steps = Vec::new();
                 if let Some(projection) = &scan.projection {
-                    let full = source.runtime().spec.schema.clone();
-                    let exprs = projection
+                    let mut exprs: Vec<_> = projection
                         .iter()
-                        .map(|&i| -> Arc<dyn PhysicalExpr> {
-                            Arc::new(datafusion::physical_expr::expressions::Column::new(
-                                full.field(i).name(),
-                                i,
-                            ))
-                        })
+                        .map(|&i| column(full.field(i).name(), i))
                         .collect();
-                    self.steps.push(Step::Projection {
-                        exprs,
-                        schema: Arc::new(scan.projected_schema.as_arrow().clone()),
-                    });
+                    let plain = scan.projected_schema.as_arrow();
+                    let schema = if updating {
+                        exprs.push(column(changelog::WEIGHT_COLUMN, full.fields().len()));
+                        changelog::with_weight(plain)
+                    } else {
+                        Arc::new(plain.clone())
+                    };
+                    steps.push(Step::Projection { exprs, schema });
                 }
-                Ok(())
+                Ok(Part {
+                    inputs: vec![InputPlan { input, steps }],
+                    updating,
+                    ..Default::default()
+                })
             }
             LogicalPlan::SubqueryAlias(a) => self.visit(&a.input),
             LogicalPlan::Projection(p) => {
-                self.visit(&p.input)?;
+                let mut part = self.visit(&p.input)?;
                 let exprs = p
                     .expr
                     .iter()
                     .map(|e| self.physical(e, p.input.schema()))
                     .collect::<Result<Vec<_>>>()?;
-                self.steps.push(Step::Projection {
-                    exprs,
-                    schema: Arc::new(p.schema.as_arrow().clone()),
-                });
-                Ok(())
+                part.project(exprs, p.input.schema(), &p.schema);
+                Ok(part)
             }
             LogicalPlan::Filter(f) => {
-                self.visit(&f.input)?;
+                let mut part = self.visit(&f.input)?;
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
-                self.steps.push(Step::Filter {
-                    predicate,
-                    schema: Arc::new(f.input.schema().as_arrow().clone()),
-                });
-                Ok(())
+                let schema = part.arrow_schema(f.input.schema());
+                part.steps.push(Step::Filter { predicate, schema });
+                Ok(part)
+            }
+            LogicalPlan::Union(u) => {
+                let parts = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.visit(i))
+                    .collect::<Result<Vec<_>>>()?;
+                let updating = parts.iter().any(|p| p.updating);
+                let mut merged = Part {
+                    updating,
+                    ..Default::default()
+                };
+                for (part, input) in parts.into_iter().zip(&u.inputs) {
+                    if part.aggregate_at.is_some() {
+                        return Err(unsupported(
+                            "UNION ALL of aggregates in one materialized view; \
+                             make each aggregate a view and union the views",
+                        ));
+                    }
+                    // Each branch ends in the union's schema (names and
+                    // nullability), weighted if any branch is.
+                    let width = input.schema().fields().len();
+                    let mut steps = part.steps;
+                    let mut exprs: Vec<_> = (0..width)
+                        .map(|i| column(input.schema().field(i).name(), i))
+                        .collect();
+                    if updating {
+                        exprs.push(if part.updating {
+                            column(changelog::WEIGHT_COLUMN, width)
+                        } else {
+                            Arc::new(datafusion::physical_expr::expressions::Literal::new(
+                                datafusion::scalar::ScalarValue::Int64(Some(1)),
+                            ))
+                        });
+                    }
+                    steps.push(Step::Projection {
+                        exprs,
+                        schema: merged.arrow_schema(&u.schema),
+                    });
+                    for mut i in part.inputs {
+                        i.steps.extend(steps.iter().cloned());
+                        merged.inputs.push(i);
+                    }
+                }
+                Ok(merged)
             }
             LogicalPlan::Aggregate(agg) => {
-                self.visit(&agg.input)?;
-                if self.aggregate_at.is_some() {
+                let mut part = self.visit(&agg.input)?;
+                if part.aggregate_at.is_some() {
                     return Err(unsupported(
-                        "an aggregate over an aggregate in one materialized view is not supported yet; \
+                        "an aggregate over an aggregate in one materialized view is not supported; \
                          build a view on a view instead",
                     ));
                 }
@@ -266,13 +467,6 @@ impl Walk<'_> {
                     .group_expr
                     .iter()
                     .position(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_END));
-                let Some(window_end) = window_end else {
-                    return Err(unsupported(
-                        "GROUP BY over a source needs an event-time window: \
-                         GROUP BY TUMBLE(ts, INTERVAL '5' SECOND), ... (aggregates without a window \
-                         are not supported yet)",
-                    ));
-                };
                 let group_exprs = agg
                     .group_expr
                     .iter()
@@ -283,7 +477,7 @@ impl Walk<'_> {
                         e => self.physical(e, input),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let input_arrow: SchemaRef = Arc::new(input.as_arrow().clone());
+                let input_arrow = part.arrow_schema(input);
                 let mut aggregates = Vec::new();
                 for e in &agg.aggr_expr {
                     #[allow(deprecated)] // the stable path until LoweredAggregateBuilder settles
@@ -291,7 +485,7 @@ impl Walk<'_> {
                         datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
                             e,
                             input,
-                            &input_arrow,
+                            input.as_arrow(),
                             self.state.execution_props(),
                         )?;
                     if !order_by.is_empty() {
@@ -303,7 +497,7 @@ impl Walk<'_> {
                 }
                 // Rows go to instances by the hash of the non-window keys, so
                 // each key's windows live on exactly one instance.
-                self.key_exprs = agg
+                part.key_exprs = agg
                     .group_expr
                     .iter()
                     .zip(&group_exprs)
@@ -312,18 +506,43 @@ impl Walk<'_> {
                     })
                     .map(|(_, p)| p.clone())
                     .collect();
-                self.aggregate_at = Some(self.steps.len());
-                self.steps.push(Step::WindowAggregate {
-                    group_exprs,
-                    window_end,
-                    aggregates,
-                    input_schema: input_arrow,
-                    schema: Arc::new(agg.schema.as_arrow().clone()),
-                });
-                Ok(())
+                part.aggregate_at = Some(part.steps.len());
+                part.windowed = window_end.is_some();
+                let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
+                let append_only_window = window_end.is_some()
+                    && !part.updating
+                    && self.options == ViewOptions::default();
+                match window_end {
+                    Some(window_end) if append_only_window => {
+                        part.steps.push(Step::WindowAggregate {
+                            group_exprs,
+                            window_end,
+                            aggregates,
+                            input_schema: input_arrow,
+                            schema,
+                        });
+                    }
+                    _ => {
+                        let window = window_end.map(|window_end| WindowEmission {
+                            window_end,
+                            on_update: self.options.emit_on_update,
+                            allowed_lateness: self.options.allowed_lateness.unwrap_or(0),
+                        });
+                        part.steps.push(Step::UpdatingAggregate {
+                            group_exprs,
+                            aggregates,
+                            input_schema: input_arrow,
+                            updating_input: part.updating,
+                            window,
+                            schema,
+                        });
+                        part.updating = true;
+                    }
+                }
+                Ok(part)
             }
             LogicalPlan::Unnest(u) => {
-                self.visit(&u.input)?;
+                let mut part = self.visit(&u.input)?;
                 let [(list_column, list)] = u.list_type_columns.as_slice() else {
                     return Err(unsupported(
                         "UNNEST of several columns in a materialized view",
@@ -334,12 +553,17 @@ impl Walk<'_> {
                         "UNNEST of nested lists or structs in a materialized view",
                     ));
                 }
-                self.steps.push(Step::Unnest {
+                let mut sources = u.dependency_indices.clone();
+                if part.updating {
+                    sources.push(u.input.schema().fields().len());
+                }
+                let schema = part.arrow_schema(&u.schema);
+                part.steps.push(Step::Unnest {
                     list_column: *list_column,
-                    sources: u.dependency_indices.clone(),
-                    schema: Arc::new(u.schema.as_arrow().clone()),
+                    sources,
+                    schema,
                 });
-                Ok(())
+                Ok(part)
             }
             LogicalPlan::Sort(_) => Err(unsupported(
                 "ORDER BY in a materialized view is not supported: a view is a set of rows; \
@@ -347,6 +571,12 @@ impl Walk<'_> {
             )),
             LogicalPlan::Limit(_) => Err(unsupported(
                 "LIMIT in a materialized view is not supported; limit when you read it",
+            )),
+            LogicalPlan::Join(_) => Err(unsupported(
+                "a join in a materialized view is not supported yet",
+            )),
+            LogicalPlan::Distinct(_) => Err(unsupported(
+                "SELECT DISTINCT in a materialized view is not supported yet; use GROUP BY",
             )),
             other => Err(unsupported(&format!(
                 "{} is not supported in a materialized view yet",

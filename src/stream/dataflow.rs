@@ -1,7 +1,10 @@
 //! [`Dataflow`]: a running materialized view — the tasks that read its
-//! source, run its operators on every core, and publish its rows.
+//! inputs, run its operators on every core, and publish its rows.
 //!
-//! Shape: one ingest task reads the source and runs the stateless steps;
+//! Shape: one task per input (a source, or another view's feed) runs that
+//! input's own stateless steps; the ingest task merges the inputs (UNION
+//! ALL: minimum watermark, a FLUSH ticket once every input passed it) and
+//! runs the stateless steps after the merge;
 //! rows of a keyed (aggregating) view are then routed by the hash of their
 //! key into one of 128 key groups, and each key group belongs to one of
 //! `parallelism` instance tasks; one sink task merges the instances' output
@@ -15,16 +18,17 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{BarrierKind, Chain, EventTime, Message, OperatorMetrics};
+use super::{Barrier, BarrierKind, Chain, EventTime, Message, OperatorMetrics, changelog};
 use crate::error::{Error, Result};
-use crate::operators::ViewContents;
-use crate::planner::{Step, StreamPlan};
+use crate::operators::{Attachment, ViewContents, ViewEvent};
+use crate::planner::{Input, Step, StreamPlan};
 
 /// Keys hash into this many groups; a group is the unit of placement (and,
 /// later, of state snapshots and rescaling).
@@ -36,12 +40,16 @@ const KEY_HASH: RandomState = RandomState::with_seed(0x72756e6e656c);
 /// A running view's tasks and its FLUSH handshake.
 pub struct Dataflow {
     _tasks: JoinSet<()>,
-    /// Where FLUSH asks the source for a barrier.
-    flush_requests: crate::connectors::FlushRequests,
+    /// Where FLUSH asks each source input for a barrier (view inputs get
+    /// theirs through the upstream view's feed).
+    flush_requests: Vec<crate::connectors::FlushRequests>,
     /// Highest ticket the sink has seen pass (or `u64::MAX` once the input
     /// has ended), so FLUSH knows when everything before it is visible.
     flushed: watch::Receiver<u64>,
 }
+
+/// An input's message, tagged with the input; `None` when it has ended.
+type InputMessage = (usize, Option<Result<Message>>);
 
 impl Dataflow {
     /// Starts the tasks of `plan`, publishing into `contents`.
@@ -51,8 +59,31 @@ impl Dataflow {
         parallelism: usize,
     ) -> Result<Self> {
         let mut tasks = JoinSet::new();
-        let reader = plan.source.open_reader()?;
-        let flush_requests = reader.flush_requests();
+        let inputs = plan.inputs.len();
+        let (merge_tx, merge_rx) = mpsc::channel::<InputMessage>(CHANNEL);
+        let mut flush_requests = Vec::new();
+        for (i, input) in plan.inputs.into_iter().enumerate() {
+            let chain = instantiate(&input.steps)?;
+            let tx = merge_tx.clone();
+            match input.input {
+                Input::Source(source) => {
+                    let reader = source.open_reader()?;
+                    flush_requests.push(reader.flush_requests());
+                    tasks.spawn(run_source_input(i, reader, chain, tx));
+                }
+                Input::View {
+                    name,
+                    contents: upstream,
+                } => {
+                    let attachment = upstream.attach()?;
+                    let weighted = upstream
+                        .is_updating()
+                        .then(|| changelog::with_weight(upstream.schema()));
+                    tasks.spawn(run_view_input(i, name, attachment, weighted, chain, tx));
+                }
+            }
+        }
+        drop(merge_tx);
         let pre = instantiate(&plan.pre)?;
         let (sink_tx, sink_rx) = mpsc::channel::<(usize, Message)>(CHANNEL);
         let (flushed_tx, flushed) = watch::channel(0u64);
@@ -88,22 +119,21 @@ impl Dataflow {
             .unwrap_or_default();
         let ingest_contents = contents.clone();
         tasks.spawn(async move {
-            let outcome = run_ingest(
-                reader,
+            let route = Route {
                 pre,
                 key_exprs,
-                instance_txs,
-                sink_tx.clone(),
-                &ingest_contents,
-            )
-            .await;
-            if let Err(e) = outcome {
+                instances: instance_txs,
+                sink: sink_tx,
+                hashes: Vec::new(),
+                out: Vec::new(),
+            };
+            if let Err(e) = run_ingest(inputs, merge_rx, route, &ingest_contents).await {
                 fail(&ingest_contents, &e);
             }
         });
-        let inputs = instances.max(1);
+        let sink_inputs = instances.max(1);
         tasks.spawn(async move {
-            run_sink(inputs, sink_rx, contents, metrics, flushed_tx).await;
+            run_sink(sink_inputs, sink_rx, contents, metrics, flushed_tx).await;
         });
         Ok(Dataflow {
             _tasks: tasks,
@@ -112,16 +142,29 @@ impl Dataflow {
         })
     }
 
-    /// Asks the source for a FLUSH barrier after everything available now
-    /// and waits until it has passed into the view (or the input ended).
-    pub async fn flush(&self, ticket: u64) -> Result<()> {
-        self.flush_requests.request(ticket);
+    /// Asks every source input for a FLUSH barrier after everything
+    /// available now.
+    pub fn request_flush(&self, ticket: u64) {
+        for r in &self.flush_requests {
+            r.request(ticket);
+        }
+    }
+
+    /// Waits until FLUSH `ticket` has passed into the view (or the input
+    /// ended).
+    pub async fn wait_flushed(&self, ticket: u64) -> Result<()> {
         let mut flushed = self.flushed.clone();
         flushed
             .wait_for(|t| *t >= ticket)
             .await
             .map(|_| ())
             .map_err(|_| Error::Canceled("the view stopped before FLUSH completed"))
+    }
+
+    /// Both of the above.
+    pub async fn flush(&self, ticket: u64) -> Result<()> {
+        self.request_flush(ticket);
+        self.wait_flushed(ticket).await
     }
 }
 
@@ -144,38 +187,149 @@ fn fail(contents: &ViewContents, e: &Error) {
     contents.set_state(format!("failed: {e}"));
 }
 
-async fn run_ingest(
+/// Runs one input's own steps and hands its messages to the merge.
+async fn run_source_input(
+    index: usize,
     mut reader: crate::connectors::SourceReader,
-    mut pre: Chain,
+    mut chain: Chain,
+    tx: mpsc::Sender<InputMessage>,
+) {
+    let mut out = Vec::new();
+    while let Some(message) = reader.next().await {
+        if forward_input(index, message, &mut chain, &mut out, &tx)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = tx.send((index, None)).await;
+}
+
+/// Reads another view: its snapshot (as inserts when it is updating), its
+/// watermark, then its changes.
+async fn run_view_input(
+    index: usize,
+    name: String,
+    attachment: Attachment,
+    weighted: Option<SchemaRef>,
+    mut chain: Chain,
+    tx: mpsc::Sender<InputMessage>,
+) {
+    let mut out = Vec::new();
+    let Attachment {
+        snapshot,
+        watermark,
+        state,
+        mut feed,
+    } = attachment;
+    for batch in snapshot.iter() {
+        let batch = match &weighted {
+            Some(schema) => changelog::as_inserts(batch, schema.clone()),
+            None => Ok(batch.clone()),
+        };
+        if forward_input(index, batch.map(Message::Data), &mut chain, &mut out, &tx)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    if watermark > EventTime::MIN
+        && forward_input(
+            index,
+            Ok(Message::Watermark(watermark)),
+            &mut chain,
+            &mut out,
+            &tx,
+        )
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let upstream_failed = |reason: &str| Error::Data {
+        sqlstate: "XX000",
+        message: format!("materialized view \"{name}\", which this view reads, failed: {reason}"),
+    };
+    if let Some(reason) = state.strip_prefix("failed: ") {
+        let _ = tx.send((index, Some(Err(upstream_failed(reason))))).await;
+        return;
+    }
+    if state == "running" {
+        while let Some(event) = feed.recv().await {
+            let message = match event {
+                ViewEvent::Data(b) => Ok(Message::Data(b)),
+                ViewEvent::Watermark(w) => Ok(Message::Watermark(w)),
+                ViewEvent::Flush(t) => Ok(Message::Barrier(Barrier {
+                    epoch: t,
+                    kind: BarrierKind::Flush(t),
+                })),
+                ViewEvent::End => break,
+                ViewEvent::Failed(reason) => Err(upstream_failed(&reason)),
+            };
+            if forward_input(index, message, &mut chain, &mut out, &tx)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let _ = tx.send((index, None)).await;
+}
+
+/// Passes one message through an input's chain to the merge. An error is
+/// handed on (and ends the input); `Err(())` means stop.
+async fn forward_input(
+    index: usize,
+    message: Result<Message>,
+    chain: &mut Chain,
+    out: &mut Vec<Message>,
+    tx: &mpsc::Sender<InputMessage>,
+) -> std::result::Result<(), ()> {
+    out.clear();
+    let pushed = message.and_then(|m| chain.push(m, out));
+    if let Err(e) = pushed {
+        let _ = tx.send((index, Some(Err(e)))).await;
+        return Err(());
+    }
+    for m in out.drain(..) {
+        tx.send((index, Some(Ok(m)))).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// The steps after the merge and the exchange to the instances.
+struct Route {
+    pre: Chain,
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     instances: Vec<mpsc::Sender<Message>>,
     sink: mpsc::Sender<(usize, Message)>,
-    contents: &ViewContents,
-) -> Result<()> {
-    let mut out = Vec::new();
-    let mut hashes = Vec::new();
-    while let Some(message) = reader.next().await {
-        let message = message?;
-        if let Message::Data(b) = &message {
-            contents
-                .rows_in
-                .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        }
-        out.clear();
-        pre.push(message, &mut out)?;
-        for m in out.drain(..) {
-            if instances.is_empty() {
-                sink.send((0, m)).await.map_err(|_| stopped())?;
+    hashes: Vec<u64>,
+    out: Vec<Message>,
+}
+
+impl Route {
+    async fn send(&mut self, message: Message) -> Result<()> {
+        self.out.clear();
+        self.pre.push(message, &mut self.out)?;
+        for m in std::mem::take(&mut self.out) {
+            if self.instances.is_empty() {
+                self.sink.send((0, m)).await.map_err(|_| stopped())?;
                 continue;
             }
             match m {
-                Message::Data(batch) if instances.len() > 1 => {
-                    for (i, part) in partition(&batch, &key_exprs, instances.len(), &mut hashes)?
-                        .into_iter()
-                        .enumerate()
-                    {
+                Message::Data(batch) if self.instances.len() > 1 => {
+                    let parts = partition(
+                        &batch,
+                        &self.key_exprs,
+                        self.instances.len(),
+                        &mut self.hashes,
+                    )?;
+                    for (i, part) in parts.into_iter().enumerate() {
                         if let Some(part) = part {
-                            instances[i]
+                            self.instances[i]
                                 .send(Message::Data(part))
                                 .await
                                 .map_err(|_| stopped())?;
@@ -183,14 +337,77 @@ async fn run_ingest(
                     }
                 }
                 other => {
-                    for tx in &instances {
+                    for tx in &self.instances {
                         tx.send(other.clone()).await.map_err(|_| stopped())?;
                     }
                 }
             }
         }
+        Ok(())
     }
-    // The input has ended: every input of the sink sees the channel close.
+}
+
+/// Merges the inputs (UNION ALL): rows as they come, the minimum watermark
+/// over the inputs still running, and a FLUSH ticket once every running
+/// input has passed it.
+async fn run_ingest(
+    inputs: usize,
+    mut rx: mpsc::Receiver<InputMessage>,
+    mut route: Route,
+    contents: &ViewContents,
+) -> Result<()> {
+    let mut watermarks: Vec<Option<EventTime>> = vec![None; inputs];
+    let mut tickets: Vec<u64> = vec![0; inputs];
+    let mut ended = vec![false; inputs];
+    let mut emitted: Option<EventTime> = None;
+    let mut passed = 0u64;
+    while let Some((input, message)) = rx.recv().await {
+        match message {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Message::Data(b))) => {
+                contents
+                    .rows_in
+                    .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                route.send(Message::Data(b)).await?;
+                continue;
+            }
+            Some(Ok(Message::Watermark(w))) => watermarks[input] = Some(w),
+            Some(Ok(Message::Barrier(b))) => match b.kind {
+                BarrierKind::Flush(t) => tickets[input] = tickets[input].max(t),
+                _ => {
+                    route.send(Message::Barrier(b)).await?;
+                    continue;
+                }
+            },
+            None => ended[input] = true,
+        }
+        let running: Vec<usize> = (0..inputs).filter(|i| !ended[*i]).collect();
+        if running.is_empty() {
+            break;
+        }
+        let min_wm = running
+            .iter()
+            .map(|i| watermarks[*i])
+            .collect::<Option<Vec<_>>>()
+            .and_then(|w| w.into_iter().min());
+        if let Some(w) = min_wm
+            && emitted.is_none_or(|e| w > e)
+        {
+            emitted = Some(w);
+            route.send(Message::Watermark(w)).await?;
+        }
+        let min_ticket = running.iter().map(|i| tickets[*i]).min().unwrap_or(0);
+        if min_ticket > passed {
+            passed = min_ticket;
+            route
+                .send(Message::Barrier(Barrier {
+                    epoch: passed,
+                    kind: BarrierKind::Flush(passed),
+                }))
+                .await?;
+        }
+    }
+    // Every input has ended: every input of the sink sees the channel close.
     Ok(())
 }
 
@@ -242,14 +459,16 @@ async fn run_instance(
 ) -> Result<()> {
     let mut out = Vec::new();
     while let Some(message) = rx.recv().await {
-        let is_watermark = matches!(message, Message::Watermark(_));
+        // Figures refresh when time moves or a barrier passes, before the
+        // message reaches the sink (so FLUSH shows current ones).
+        let refresh = !matches!(message, Message::Data(_));
         out.clear();
         chain.push(message, &mut out)?;
+        if refresh && let Ok(mut slots) = metrics.lock() {
+            slots[index] = chain.metrics();
+        }
         for m in out.drain(..) {
             sink.send((index, m)).await.map_err(|_| stopped())?;
-        }
-        if is_watermark && let Ok(mut slots) = metrics.lock() {
-            slots[index] = chain.metrics();
         }
     }
     if let Ok(mut slots) = metrics.lock() {
@@ -269,34 +488,33 @@ async fn run_sink(
     let mut flush_seen: Vec<u64> = vec![0; inputs];
     while let Some((input, message)) = rx.recv().await {
         match message {
-            Message::Data(batch) => {
-                if let Err(e) = contents.append(vec![batch]) {
+            Message::Data(batch) => match contents.append(batch) {
+                Ok(delivery) => delivery.deliver().await,
+                Err(e) => {
                     fail(&contents, &e);
-                    return;
+                    break;
                 }
-            }
+            },
             Message::Watermark(wm) => {
                 watermarks[input] = Some(wm);
                 if let Some(min) = watermarks.iter().copied().collect::<Option<Vec<_>>>()
                     && let Some(min) = min.into_iter().min()
                 {
-                    contents.watermark.fetch_max(min, Ordering::Relaxed);
+                    contents.advance_watermark(min).deliver().await;
                 }
                 publish_metrics(&contents, &metrics);
             }
             Message::Barrier(b) => {
+                publish_metrics(&contents, &metrics);
                 if let BarrierKind::Flush(ticket) = b.kind {
                     flush_seen[input] = flush_seen[input].max(ticket);
                     // Aligned: the ticket has passed once every input has
                     // delivered it.
                     let passed = flush_seen.iter().copied().min().unwrap_or(0);
-                    flushed.send_if_modified(|t| {
-                        let grow = passed > *t;
-                        if grow {
-                            *t = passed;
-                        }
-                        grow
-                    });
+                    if passed > *flushed.borrow() {
+                        contents.flush_passed(passed).deliver().await;
+                        flushed.send_replace(passed);
+                    }
                 }
             }
         }
@@ -305,6 +523,7 @@ async fn run_sink(
     if !contents.state().starts_with("failed") {
         contents.set_state("finished");
     }
+    contents.close_feed().await;
     let _ = flushed.send(u64::MAX);
 }
 

@@ -4,6 +4,7 @@
 //! Each module owns one way of talking to the server; `harness` starts and
 //! stops servers. Tests here must not reach into the crate's internals.
 
+mod changelog;
 mod durability;
 mod file_source;
 mod generators;

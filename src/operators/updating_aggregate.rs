@@ -1,0 +1,524 @@
+//! [`UpdatingAggregateOperator`]: GROUP BY whose rows change after they are
+//! emitted — aggregates without a window, windows with
+//! `emit = 'on_update'`, and windows with an allowed lateness — emitting a
+//! changelog (docs/design/0005): `(old row, -1), (new row, +1)`.
+//!
+//! Keys are interned in Arrow's row format; each group keeps one DataFusion
+//! row `Accumulator` per aggregate, because reading a row accumulator
+//! (`evaluate`) does not consume it, so a group's value can be read after
+//! every batch. A batch is sorted by group once (one `take` per column) and
+//! each touched group's run goes to `update_batch`, or `retract_batch` for
+//! deletes of an updating input. Only touched groups are evaluated. A
+//! window's groups are freed once the watermark passes its end plus the
+//! allowed lateness; a group whose rows are all retracted is freed at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::compute::{cast, filter, take};
+use datafusion::arrow::datatypes::{
+    DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+
+use super::AggregateCall;
+use crate::error::Result;
+use crate::stream::{EventTime, Operator, OperatorMetrics, changelog};
+
+/// How a windowed updating aggregate emits and when it forgets a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowEmission {
+    /// Which GROUP BY expression is the window's end.
+    pub window_end: usize,
+    /// Emit partial rows after every batch (`emit = 'on_update'`) instead
+    /// of once when the watermark passes the window's end.
+    pub on_update: bool,
+    /// How long (µs) after its end a window still accepts rows.
+    pub allowed_lateness: i64,
+}
+
+struct Group {
+    key: Box<[u8]>,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Net rows (inserts minus deletes) in the group.
+    rows: i64,
+    /// The aggregate values last emitted, if any.
+    emitted: Option<Vec<ScalarValue>>,
+    dirty: bool,
+    window_end: EventTime,
+    /// Approximate bytes, refreshed when the group is emitted.
+    bytes: usize,
+}
+
+pub struct UpdatingAggregateOperator {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Vec<AggregateCall>,
+    /// The input carries weights (its last column).
+    updating_input: bool,
+    window: Option<WindowEmission>,
+    converter: RowConverter,
+    index: HashMap<Box<[u8]>, usize>,
+    groups: Vec<Option<Group>>,
+    free: Vec<usize>,
+    /// Groups changed since they were last emitted.
+    dirty: Vec<usize>,
+    /// Window end -> its groups (windowed only).
+    windows: BTreeMap<EventTime, Vec<usize>>,
+    watermark: Option<EventTime>,
+    late_rows: u64,
+    state_bytes: usize,
+    /// The output: group columns, aggregates, then the weight.
+    schema: SchemaRef,
+}
+
+impl UpdatingAggregateOperator {
+    /// `schema` is the aggregate's output without the weight column.
+    pub fn try_new(
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Vec<AggregateCall>,
+        input_schema: &Schema,
+        updating_input: bool,
+        window: Option<WindowEmission>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let fields = group_exprs
+            .iter()
+            .map(|e| Ok(SortField::new(e.data_type(input_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        if !RowConverter::supports_fields(&fields) {
+            return Err(crate::error::Error::Unsupported(
+                "GROUP BY on these column types in an updating aggregate".into(),
+            ));
+        }
+        let mut operator = UpdatingAggregateOperator {
+            group_exprs,
+            aggregates,
+            updating_input,
+            window,
+            converter: RowConverter::new(fields)?,
+            index: HashMap::new(),
+            groups: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            windows: BTreeMap::new(),
+            watermark: None,
+            late_rows: 0,
+            state_bytes: 0,
+            schema: changelog::with_weight(&schema),
+        };
+        // Accumulators DataFusion cannot build fail here, at CREATE; over an
+        // updating input they must also be able to retract.
+        for a in &operator.aggregates {
+            let acc = operator.accumulator(a)?;
+            if updating_input && !retracts_in_any_order(a, acc.as_ref()) {
+                return Err(crate::error::Error::Unsupported(format!(
+                    "{} over an updating input: its accumulator cannot retract rows in any order; \
+                     aggregate the source directly, or use count, sum, avg, stddev or var",
+                    a.function.name()
+                )));
+            }
+        }
+        if operator.group_exprs.is_empty() {
+            // A global aggregate has its one row from the start (count 0).
+            let gid = operator.new_group(Box::new([]), EventTime::MAX)?;
+            operator.mark_dirty(gid);
+        }
+        Ok(operator)
+    }
+
+    /// Over an updating input, the accumulator that can also retract.
+    fn accumulator(&self, a: &AggregateCall) -> Result<Box<dyn Accumulator>> {
+        Ok(if self.updating_input {
+            a.function.create_sliding_accumulator()?
+        } else {
+            a.function.create_accumulator()?
+        })
+    }
+
+    fn is_global(&self) -> bool {
+        self.group_exprs.is_empty()
+    }
+
+    fn new_group(&mut self, key: Box<[u8]>, window_end: EventTime) -> Result<usize> {
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(|a| self.accumulator(a))
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = key.len() + accumulators.iter().map(|a| a.size()).sum::<usize>() + 64;
+        self.state_bytes += bytes;
+        let group = Group {
+            key: key.clone(),
+            accumulators,
+            rows: 0,
+            emitted: None,
+            dirty: false,
+            window_end,
+            bytes,
+        };
+        let gid = match self.free.pop() {
+            Some(g) => {
+                self.groups[g] = Some(group);
+                g
+            }
+            None => {
+                self.groups.push(Some(group));
+                self.groups.len() - 1
+            }
+        };
+        self.index.insert(key, gid);
+        if self.window.is_some() {
+            self.windows.entry(window_end).or_default().push(gid);
+        }
+        Ok(gid)
+    }
+
+    fn mark_dirty(&mut self, gid: usize) {
+        if let Some(g) = self.groups[gid].as_mut()
+            && !g.dirty
+        {
+            g.dirty = true;
+            self.dirty.push(gid);
+        }
+    }
+
+    fn free_group(&mut self, gid: usize) {
+        if let Some(g) = self.groups[gid].take() {
+            self.index.remove(&g.key);
+            self.state_bytes = self.state_bytes.saturating_sub(g.bytes);
+            self.free.push(gid);
+        }
+    }
+
+    /// The last moment (µs) a window still accepts rows.
+    fn expiry(&self, end: EventTime) -> EventTime {
+        let lateness = self.window.map(|w| w.allowed_lateness).unwrap_or(0);
+        end.saturating_add(lateness)
+    }
+
+    /// Emits the changes of the dirty groups that `ready` selects.
+    fn emit(&mut self, ready: impl Fn(&Group) -> bool, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut keys = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
+        let mut weights = Vec::new();
+        let mut remaining = Vec::new();
+        let mut emptied = Vec::new();
+        let global = self.is_global();
+        for gid in std::mem::take(&mut self.dirty) {
+            let Some(group) = self.groups[gid].as_mut() else {
+                continue;
+            };
+            if !ready(group) {
+                remaining.push(gid);
+                continue;
+            }
+            group.dirty = false;
+            let new = if group.rows > 0 || global {
+                Some(
+                    group
+                        .accumulators
+                        .iter_mut()
+                        .map(|a| a.evaluate())
+                        .collect::<datafusion::error::Result<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
+            if new == group.emitted {
+                continue;
+            }
+            for (row, weight) in [(group.emitted.take(), -1), (new.clone(), 1)] {
+                if let Some(row) = row {
+                    keys.push(gid);
+                    weights.push(weight);
+                    for (column, v) in values.iter_mut().zip(row) {
+                        column.push(v);
+                    }
+                }
+            }
+            group.emitted = new;
+            let bytes =
+                group.key.len() + group.accumulators.iter().map(|a| a.size()).sum::<usize>() + 64;
+            self.state_bytes = (self.state_bytes + bytes).saturating_sub(group.bytes);
+            group.bytes = bytes;
+            if group.rows <= 0 && !global {
+                emptied.push(gid);
+            }
+        }
+        self.dirty = remaining;
+        if !keys.is_empty() {
+            out.push(self.build(&keys, values, weights)?);
+        }
+        for gid in emptied {
+            self.free_group(gid);
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        gids: &[usize],
+        values: Vec<Vec<ScalarValue>>,
+        weights: Vec<i64>,
+    ) -> Result<RecordBatch> {
+        let parser = self.converter.parser();
+        let rows: Vec<_> = gids
+            .iter()
+            .filter_map(|g| self.groups[*g].as_ref())
+            .map(|g| parser.parse(&g.key))
+            .collect();
+        let mut columns = if self.is_global() {
+            Vec::new()
+        } else {
+            self.converter.convert_rows(rows)?
+        };
+        for v in values {
+            columns.push(ScalarValue::iter_to_array(v)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        changelog::weighted_batch(self.schema.clone(), columns, weights)
+    }
+}
+
+impl Operator for UpdatingAggregateOperator {
+    fn name(&self) -> String {
+        let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
+        let aggs: Vec<&str> = self.aggregates.iter().map(|a| a.function.name()).collect();
+        let emit = match self.window {
+            None => "emit on update".to_string(),
+            Some(w) if w.on_update => "emit on update, window closes on watermark".into(),
+            Some(w) => format!(
+                "emit on watermark, allowed lateness {} ms",
+                w.allowed_lateness / 1000
+            ),
+        };
+        format!(
+            "UpdatingAggregate: group by [{}], aggregates [{}], {emit}{}",
+            groups.join(", "),
+            aggs.join(", "),
+            if self.updating_input {
+                ", retracting"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let rows = batch.num_rows();
+        let keys = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(&batch)?.into_array(rows))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let weights = if self.updating_input {
+            Some(changelog::weights(&batch)?.clone())
+        } else {
+            None
+        };
+        let ends = match self.window {
+            Some(w) => Some(ends_in_micros(&keys[w.window_end])?),
+            None => None,
+        };
+        let key_rows = if self.is_global() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&keys)?)
+        };
+        // (group, is a delete, row) for every accepted row.
+        let mut order: Vec<(usize, bool, u32)> = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let end = match &ends {
+                Some(e) => {
+                    let e = e.as_primitive::<TimestampMicrosecondType>();
+                    if e.is_null(row) {
+                        return Err(crate::internal!(
+                            "a window end is NULL (event time missing)"
+                        ));
+                    }
+                    let end = e.value(row);
+                    if self.watermark.is_some_and(|wm| self.expiry(end) <= wm) {
+                        self.late_rows += 1;
+                        continue;
+                    }
+                    end
+                }
+                None => EventTime::MAX,
+            };
+            let gid = match &key_rows {
+                None => 0,
+                Some(k) => {
+                    let key = k.row(row);
+                    match self.index.get(key.as_ref()) {
+                        Some(g) => *g,
+                        None => self.new_group(key.as_ref().into(), end)?,
+                    }
+                }
+            };
+            let delete = weights.as_ref().is_some_and(|w| w.value(row) < 0);
+            order.push((gid, delete, row as u32));
+        }
+        if order.is_empty() {
+            return Ok(());
+        }
+        order.sort_unstable_by_key(|(g, d, _)| (*g, *d));
+        let indices = UInt32Array::from_iter_values(order.iter().map(|(_, _, r)| *r));
+        // Runs of (group, sign) over the sorted rows.
+        let mut runs: Vec<(usize, bool, usize, usize)> = Vec::new();
+        let mut start = 0;
+        for i in 1..=order.len() {
+            if i == order.len() || (order[i].0, order[i].1) != (order[start].0, order[start].1) {
+                runs.push((order[start].0, order[start].1, start, i - start));
+                start = i;
+            }
+        }
+        for (a, call) in self.aggregates.iter().enumerate() {
+            let args = call
+                .function
+                .expressions()
+                .iter()
+                .map(|e| {
+                    Ok(take(
+                        &e.evaluate(&batch)?.into_array(rows)?,
+                        &indices,
+                        None,
+                    )?)
+                })
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            let mask = match &call.filter {
+                Some(f) => Some(take(
+                    &f.evaluate(&batch)?.into_array(rows)?,
+                    &indices,
+                    None,
+                )?),
+                None => None,
+            };
+            for &(gid, delete, offset, len) in &runs {
+                let mut slice: Vec<ArrayRef> = args.iter().map(|c| c.slice(offset, len)).collect();
+                if let Some(m) = &mask {
+                    let m = m.slice(offset, len);
+                    slice = slice
+                        .iter()
+                        .map(|c| filter(c, m.as_boolean()))
+                        .collect::<std::result::Result<_, _>>()?;
+                }
+                let Some(group) = self.groups[gid].as_mut() else {
+                    continue;
+                };
+                let acc = &mut group.accumulators[a];
+                if delete {
+                    acc.retract_batch(&slice)?;
+                } else {
+                    acc.update_batch(&slice)?;
+                }
+            }
+        }
+        for &(gid, delete, _, len) in &runs {
+            if let Some(group) = self.groups[gid].as_mut() {
+                group.rows += if delete { -(len as i64) } else { len as i64 };
+            }
+            self.mark_dirty(gid);
+        }
+        // Emit now what will not wait for the watermark: aggregates without
+        // a window, `on_update` windows, and corrections of windows already
+        // emitted (within the allowed lateness).
+        let wm = self.watermark;
+        match self.window {
+            None => self.emit(|_| true, out),
+            Some(w) if w.on_update => self.emit(|_| true, out),
+            Some(_) => self.emit(|g| wm.is_some_and(|wm| g.window_end <= wm), out),
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(());
+        }
+        self.watermark = Some(watermark);
+        if self.window.is_none() {
+            // A global aggregate shows its first row (count 0) once time moves.
+            return self.emit(|_| true, out);
+        }
+        self.emit(|g| g.window_end <= watermark, out)?;
+        let lateness = self.window.map(|w| w.allowed_lateness).unwrap_or(0);
+        let horizon = watermark.saturating_sub(lateness);
+        let open = self.windows.split_off(&horizon.saturating_add(1));
+        let expired = std::mem::replace(&mut self.windows, open);
+        for gid in expired.into_values().flatten() {
+            // An expired group's row stays in the view; only its state goes.
+            if self.groups[gid]
+                .as_ref()
+                .is_some_and(|g| self.expiry(g.window_end) <= watermark)
+            {
+                self.free_group(gid);
+            }
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics {
+            state_rows: self.index.len() as u64,
+            state_bytes: self.state_bytes as u64,
+            late_rows: self.late_rows,
+        }
+    }
+}
+
+/// Whether retracting any earlier row (not only the oldest) is exact.
+/// DataFusion's sliding min/max and first/last retract in arrival order
+/// only (they serve window frames), so they are refused by name.
+fn retracts_in_any_order(call: &AggregateCall, accumulator: &dyn Accumulator) -> bool {
+    const ALGEBRAIC: &[&str] = &[
+        "count",
+        "sum",
+        "avg",
+        "mean",
+        "stddev",
+        "stddev_pop",
+        "stddev_samp",
+        "var",
+        "var_pop",
+        "var_samp",
+        "var_population",
+        "var_sample",
+        "variance",
+        "covar",
+        "covar_pop",
+        "covar_samp",
+        "corr",
+        "bool_and",
+        "bool_or",
+    ];
+    let name = call.function.fun().name().to_lowercase();
+    accumulator.supports_retract_batch()
+        && !call.function.is_distinct()
+        && ALGEBRAIC.contains(&name.as_str())
+}
+
+/// Window ends as microseconds.
+fn ends_in_micros(column: &ArrayRef) -> Result<ArrayRef> {
+    Ok(match column.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, None) => column.clone(),
+        _ => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+    })
+}
