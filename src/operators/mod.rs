@@ -2,12 +2,14 @@
 //! Arrow batches and event time; they do not know SQL text, sources or the
 //! runtime that drives them.
 
+mod join;
 mod materialize;
 mod project_filter;
 mod unnest;
 mod updating_aggregate;
 mod window_aggregate;
 
+pub use join::{CombinedLayout, LookupJoinOperator, LookupTable, WindowJoinOperator};
 pub use materialize::{Attachment, Delivery, Subscription, ViewContents, ViewEvent, ViewTable};
 pub use project_filter::{FilterOperator, ProjectionOperator};
 pub use unnest::UnnestOperator;

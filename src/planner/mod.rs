@@ -10,7 +10,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::SessionState;
@@ -20,11 +20,13 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::connectors::{SourceRuntime, SourceTable};
 use crate::error::{Error, Result};
 use crate::operators::{
-    AggregateCall, FilterOperator, ProjectionOperator, UnnestOperator, UpdatingAggregateOperator,
-    ViewContents, ViewTable, WindowAggregateOperator, WindowEmission,
+    AggregateCall, CombinedLayout, FilterOperator, LookupJoinOperator, LookupTable,
+    ProjectionOperator, UnnestOperator, UpdatingAggregateOperator, ViewContents, ViewTable,
+    WindowAggregateOperator, WindowEmission, WindowJoinOperator,
 };
-use crate::stream::Operator;
-use crate::stream::changelog;
+use crate::stream::{Chain, Operator, changelog};
+
+mod join;
 
 /// The name the window rewrite gives a window's end.
 pub const WINDOW_END: &str = "window_end";
@@ -53,6 +55,28 @@ pub enum Step {
         window_end: usize,
         aggregates: Vec<AggregateCall>,
         input_schema: SchemaRef,
+        schema: SchemaRef,
+    },
+    /// A stream joined with a table's current rows.
+    LookupJoin {
+        table: Arc<crate::storage::StoredTable>,
+        table_steps: Vec<Step>,
+        table_keys: Vec<Arc<dyn PhysicalExpr>>,
+        table_schema: SchemaRef,
+        stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<DataType>,
+        stream_is_left: bool,
+        keep_unmatched: bool,
+        stream_width: usize,
+        updating: bool,
+        schema: SchemaRef,
+    },
+    /// Two streams joined on the same window, over combined batches.
+    WindowJoin {
+        layout: CombinedLayout,
+        key_types: Vec<DataType>,
+        keep_unmatched: bool,
+        filter: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     },
     /// An aggregate that emits a changelog (docs/design/0005).
@@ -96,6 +120,51 @@ impl Step {
                 *window_end,
                 aggregates.clone(),
                 input_schema,
+                schema.clone(),
+            )?),
+            Step::LookupJoin {
+                table,
+                table_steps,
+                table_keys,
+                table_schema,
+                stream_keys,
+                key_types,
+                stream_is_left,
+                keep_unmatched,
+                stream_width,
+                updating,
+                schema,
+            } => Box::new(LookupJoinOperator::try_new(
+                LookupTable {
+                    table: table.clone(),
+                    steps: Chain::new(
+                        table_steps
+                            .iter()
+                            .map(Step::instantiate)
+                            .collect::<Result<Vec<_>>>()?,
+                    ),
+                    keys: table_keys.clone(),
+                    schema: table_schema.clone(),
+                },
+                stream_keys.clone(),
+                key_types.clone(),
+                *stream_is_left,
+                *keep_unmatched,
+                *stream_width,
+                *updating,
+                schema.clone(),
+            )?),
+            Step::WindowJoin {
+                layout,
+                key_types,
+                keep_unmatched,
+                filter,
+                schema,
+            } => Box::new(WindowJoinOperator::try_new(
+                *layout,
+                key_types.clone(),
+                *keep_unmatched,
+                filter.clone(),
                 schema.clone(),
             )?),
             Step::UpdatingAggregate {
@@ -572,9 +641,7 @@ impl Walk<'_> {
             LogicalPlan::Limit(_) => Err(unsupported(
                 "LIMIT in a materialized view is not supported; limit when you read it",
             )),
-            LogicalPlan::Join(_) => Err(unsupported(
-                "a join in a materialized view is not supported yet",
-            )),
+            LogicalPlan::Join(j) => self.visit_join(j),
             LogicalPlan::Distinct(_) => Err(unsupported(
                 "SELECT DISTINCT in a materialized view is not supported yet; use GROUP BY",
             )),

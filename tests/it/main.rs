@@ -10,6 +10,7 @@ mod file_source;
 mod generators;
 mod harness;
 mod hostile;
+mod joins;
 mod kafka;
 mod psql;
 mod python;

@@ -1,0 +1,479 @@
+//! Joins: [`LookupJoinOperator`] (a stream against a table's current rows)
+//! and [`WindowJoinOperator`] (two streams on the same event-time window),
+//! sharing one hash-join kernel over Arrow's row format.
+//!
+//! A lookup join probes each stream batch against the table as it is when
+//! the batch is processed (processing-time semantics, as Flink's lookup
+//! join and RisingWave's temporal join): later table changes do not revise
+//! rows already emitted. The build side is rebuilt only when the table's
+//! snapshot changes.
+//!
+//! A window join buffers both sides per window and joins a window once the
+//! watermark passes its end, emitting each result row once (append-only),
+//! then frees the window. Its input is one stream of *combined* batches:
+//! `[__side, join keys..., left columns..., right columns...]`, where each
+//! side fills its own columns and leaves the other's NULL (docs/design/0006).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt32Array, UInt32Builder};
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::Result;
+use crate::storage::StoredTable;
+use crate::stream::{Chain, EventTime, Message, Operator, OperatorMetrics};
+
+/// Build-side rows by key, in Arrow's row format. NULL keys never match.
+struct HashIndex {
+    map: HashMap<Box<[u8]>, Vec<u32>>,
+}
+
+impl HashIndex {
+    fn build(converter: &RowConverter, keys: &[ArrayRef]) -> Result<Self> {
+        let rows = converter.convert_columns(keys)?;
+        let mut map: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        for i in 0..rows.num_rows() {
+            if keys.iter().any(|k| k.is_null(i)) {
+                continue;
+            }
+            let key = rows.row(i);
+            match map.get_mut(key.as_ref()) {
+                Some(v) => v.push(i as u32),
+                None => {
+                    map.insert(key.as_ref().into(), vec![i as u32]);
+                }
+            }
+        }
+        Ok(HashIndex { map })
+    }
+
+    /// (probe row, build row) for every match; with `keep_unmatched`, a
+    /// probe row without a match appears once with a NULL build row.
+    fn probe(
+        &self,
+        converter: &RowConverter,
+        keys: &[ArrayRef],
+        keep_unmatched: bool,
+    ) -> Result<(UInt32Array, UInt32Array)> {
+        let rows = converter.convert_columns(keys)?;
+        let mut probe = UInt32Builder::new();
+        let mut build = UInt32Builder::new();
+        for i in 0..rows.num_rows() {
+            let matches = if keys.iter().any(|k| k.is_null(i)) {
+                None
+            } else {
+                self.map.get(rows.row(i).as_ref())
+            };
+            match matches {
+                Some(m) => {
+                    for b in m {
+                        probe.append_value(i as u32);
+                        build.append_value(*b);
+                    }
+                }
+                None if keep_unmatched => {
+                    probe.append_value(i as u32);
+                    build.append_null();
+                }
+                None => {}
+            }
+        }
+        Ok((probe.finish(), build.finish()))
+    }
+}
+
+fn key_converter(keys: &[DataType]) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        keys.iter().map(|t| SortField::new(t.clone())).collect(),
+    )?)
+}
+
+fn take_all(columns: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<ArrayRef>> {
+    columns.iter().map(|c| Ok(take(c, idx, None)?)).collect()
+}
+
+/// Builds `schema`'s batch from `columns`, casting where the join widened
+/// a type (e.g. a column that became nullable).
+fn output(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                cast(&c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    Ok(exprs
+        .iter()
+        .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect::<datafusion::error::Result<Vec<_>>>()?)
+}
+
+/// The table side of a lookup join: the table and the stateless steps
+/// (filters, projections) between it and the join.
+pub struct LookupTable {
+    pub table: Arc<StoredTable>,
+    pub steps: Chain,
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The rows' schema after `steps`.
+    pub schema: SchemaRef,
+}
+
+/// A stream joined with a table's current rows.
+pub struct LookupJoinOperator {
+    table: LookupTable,
+    stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The stream is the join's left input (else its right).
+    stream_is_left: bool,
+    /// Keep stream rows without a match (LEFT join with the stream on the
+    /// left, RIGHT join with it on the right).
+    keep_unmatched: bool,
+    /// Columns of the stream side, without a weight column.
+    stream_width: usize,
+    /// The stream carries weights (kept, after the join's columns).
+    updating: bool,
+    converter: RowConverter,
+    /// The snapshot the build side was made from, and the build side.
+    built: Option<(Arc<Vec<RecordBatch>>, RecordBatch, HashIndex)>,
+    schema: SchemaRef,
+}
+
+impl LookupJoinOperator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_new(
+        table: LookupTable,
+        stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<DataType>,
+        stream_is_left: bool,
+        keep_unmatched: bool,
+        stream_width: usize,
+        updating: bool,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        Ok(LookupJoinOperator {
+            table,
+            stream_keys,
+            stream_is_left,
+            keep_unmatched,
+            stream_width,
+            updating,
+            converter: key_converter(&key_types)?,
+            built: None,
+            schema,
+        })
+    }
+
+    /// The table's rows after its steps, indexed by key; rebuilt when the
+    /// table has changed since the last batch.
+    fn build_side(&mut self) -> Result<()> {
+        let snapshot = self.table.table.snapshot();
+        if self
+            .built
+            .as_ref()
+            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, &snapshot))
+        {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for b in snapshot.iter() {
+            self.table.steps.push(Message::Data(b.clone()), &mut out)?;
+        }
+        let batches: Vec<RecordBatch> = out
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Data(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let rows = concat_batches(&self.table.schema, &batches)?;
+        let keys = evaluate(&self.table.keys, &rows)?;
+        let index = HashIndex::build(&self.converter, &keys)?;
+        self.built = Some((snapshot, rows, index));
+        Ok(())
+    }
+}
+
+impl Operator for LookupJoinOperator {
+    fn name(&self) -> String {
+        let keys: Vec<String> = self.stream_keys.iter().map(|e| e.to_string()).collect();
+        format!(
+            "LookupJoin: stream [{}] against the table's current rows{}",
+            keys.join(", "),
+            if self.keep_unmatched {
+                ", keeping unmatched stream rows"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.build_side()?;
+        let Some((_, table_rows, index)) = &self.built else {
+            return Ok(());
+        };
+        let keys = evaluate(&self.stream_keys, &batch)?;
+        let (probe, build) = index.probe(&self.converter, &keys, self.keep_unmatched)?;
+        if probe.is_empty() {
+            return Ok(());
+        }
+        let stream_columns = take_all(&batch.columns()[..self.stream_width], &probe)?;
+        let table_columns = take_all(table_rows.columns(), &build)?;
+        let mut columns = if self.stream_is_left {
+            [stream_columns, table_columns].concat()
+        } else {
+            [table_columns, stream_columns].concat()
+        };
+        if self.updating {
+            columns.push(take(
+                batch.columns()[self.stream_width].as_ref(),
+                &probe,
+                None,
+            )?);
+        }
+        out.push(output(&self.schema, columns, probe.len())?);
+        Ok(())
+    }
+}
+
+/// Where a window join's combined input keeps what.
+#[derive(Debug, Clone, Copy)]
+pub struct CombinedLayout {
+    /// Join key columns start at 1 (after `__side`).
+    pub keys: usize,
+    /// Which key is the window's end.
+    pub window_key: usize,
+    pub left_width: usize,
+    pub right_width: usize,
+}
+
+impl CombinedLayout {
+    fn key_range(&self) -> std::ops::Range<usize> {
+        1..1 + self.keys
+    }
+
+    fn side_range(&self, left: bool) -> std::ops::Range<usize> {
+        let start = 1 + self.keys;
+        if left {
+            start..start + self.left_width
+        } else {
+            start + self.left_width..start + self.left_width + self.right_width
+        }
+    }
+}
+
+/// One side's buffered rows of one window: keys then the side's columns.
+#[derive(Default)]
+struct WindowRows {
+    left: Vec<RecordBatch>,
+    right: Vec<RecordBatch>,
+}
+
+/// Two streams joined on equal keys within the same event-time window.
+pub struct WindowJoinOperator {
+    layout: CombinedLayout,
+    /// Keep left rows without a match (LEFT join).
+    keep_unmatched: bool,
+    /// A non-equality condition over the joined row (inner joins only).
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    converter: RowConverter,
+    windows: BTreeMap<EventTime, WindowRows>,
+    watermark: Option<EventTime>,
+    late_rows: u64,
+    schema: SchemaRef,
+}
+
+impl WindowJoinOperator {
+    pub fn try_new(
+        layout: CombinedLayout,
+        key_types: Vec<DataType>,
+        keep_unmatched: bool,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        Ok(WindowJoinOperator {
+            layout,
+            keep_unmatched,
+            filter,
+            converter: key_converter(&key_types)?,
+            windows: BTreeMap::new(),
+            watermark: None,
+            late_rows: 0,
+            schema,
+        })
+    }
+
+    fn join(&self, rows: WindowRows) -> Result<Option<RecordBatch>> {
+        let (Some(l0), Some(r0)) = (rows.left.first(), rows.right.first()) else {
+            if !self.keep_unmatched || rows.left.is_empty() {
+                return Ok(None);
+            }
+            let left = concat_batches(&rows.left[0].schema(), &rows.left)?;
+            let none = UInt32Array::new_null(left.num_rows());
+            let all = UInt32Array::from_iter_values(0..left.num_rows() as u32);
+            return self.assemble(&left, None, &all, &none);
+        };
+        let left = concat_batches(&l0.schema(), &rows.left)?;
+        let right = concat_batches(&r0.schema(), &rows.right)?;
+        let k = self.layout.keys;
+        let index = HashIndex::build(&self.converter, &right.columns()[..k])?;
+        let (li, ri) = index.probe(&self.converter, &left.columns()[..k], self.keep_unmatched)?;
+        if li.is_empty() {
+            return Ok(None);
+        }
+        self.assemble(&left, Some(&right), &li, &ri)
+    }
+
+    fn assemble(
+        &self,
+        left: &RecordBatch,
+        right: Option<&RecordBatch>,
+        li: &UInt32Array,
+        ri: &UInt32Array,
+    ) -> Result<Option<RecordBatch>> {
+        let k = self.layout.keys;
+        let mut columns = take_all(&left.columns()[k..], li)?;
+        match right {
+            Some(r) => columns.extend(take_all(&r.columns()[k..], ri)?),
+            None => {
+                for f in &self.schema.fields()[self.layout.left_width..] {
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        f.data_type(),
+                        li.len(),
+                    ));
+                }
+            }
+        }
+        let joined = output(&self.schema, columns, li.len())?;
+        let joined = match &self.filter {
+            Some(f) => {
+                let mask = f.evaluate(&joined)?.into_array(joined.num_rows())?;
+                filter_record_batch(&joined, mask.as_boolean())?
+            }
+            None => joined,
+        };
+        Ok((joined.num_rows() > 0).then_some(joined))
+    }
+}
+
+impl Operator for WindowJoinOperator {
+    fn name(&self) -> String {
+        format!(
+            "WindowJoin: {} on {} keys (window end included), emit on watermark{}",
+            if self.keep_unmatched { "left" } else { "inner" },
+            self.layout.keys,
+            if self.filter.is_some() {
+                ", with a condition"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        let side = batch
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+        for left in [true, false] {
+            let mask = eq(side, &UInt8Array::new_scalar(if left { 0 } else { 1 }))?;
+            let rows = filter_record_batch(&batch, &mask)?;
+            if rows.num_rows() == 0 {
+                continue;
+            }
+            let columns: Vec<usize> = self
+                .layout
+                .key_range()
+                .chain(self.layout.side_range(left))
+                .collect();
+            let rows = rows.project(&columns)?;
+            let ends = rows.column(self.layout.window_key);
+            let ends = match ends.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, None) => ends.clone(),
+                _ => cast(ends, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+            };
+            let ends = ends.as_primitive::<TimestampMicrosecondType>();
+            let mut by_window: BTreeMap<EventTime, Vec<u32>> = BTreeMap::new();
+            for i in 0..ends.len() {
+                if ends.is_null(i) {
+                    continue;
+                }
+                let end = ends.value(i);
+                if self.watermark.is_some_and(|wm| end <= wm) {
+                    self.late_rows += 1;
+                    continue;
+                }
+                by_window.entry(end).or_default().push(i as u32);
+            }
+            for (end, idx) in by_window {
+                let part = if idx.len() == rows.num_rows() {
+                    rows.clone()
+                } else {
+                    let idx = UInt32Array::from(idx);
+                    RecordBatch::try_new(rows.schema(), take_all(rows.columns(), &idx)?)?
+                };
+                let w = self.windows.entry(end).or_default();
+                if left {
+                    w.left.push(part);
+                } else {
+                    w.right.push(part);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(());
+        }
+        self.watermark = Some(watermark);
+        let open = self.windows.split_off(&watermark.saturating_add(1));
+        let closed = std::mem::replace(&mut self.windows, open);
+        for (_, rows) in closed {
+            if let Some(b) = self.join(rows)? {
+                out.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        let mut m = OperatorMetrics {
+            late_rows: self.late_rows,
+            ..Default::default()
+        };
+        for w in self.windows.values() {
+            for b in w.left.iter().chain(&w.right) {
+                m.state_rows += b.num_rows() as u64;
+                m.state_bytes += b.get_array_memory_size() as u64;
+            }
+        }
+        m
+    }
+}
