@@ -22,6 +22,7 @@ pub fn register_database_functions(ctx: &SessionContext) {
     let version = version_string();
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(super::hop::HopStarts::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(super::session::SessionEnd::new()));
     // Types, functions, operators and collations all live in pg_catalog,
     // which is always on the search path.
     for name in [

@@ -11,6 +11,7 @@ mod ddl;
 mod demo;
 mod functions;
 mod hop;
+pub(crate) mod session;
 mod output;
 mod settings;
 mod show;
@@ -323,6 +324,25 @@ fn reads_a_source(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// Whether `plan` computes proto-sessions (the SESSION rewrite), which only
+/// the streaming planner can merge into sessions.
+fn calls_session_end(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|e| {
+            found |= crate::planner::calls_session_end(e);
+            Ok(TreeNodeRecursion::Continue)
+        });
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 fn statement_relations(statement: &ast::Statement) -> Vec<String> {
     let mut names = Vec::new();
     let _ = ast::visit_relations(statement, |relation| {
@@ -525,6 +545,13 @@ impl Session {
             return Err(crate::unsupported!(
                 "statement is not supported: {}",
                 plan.display()
+            ));
+        }
+        if calls_session_end(&plan) {
+            return Err(Error::Unsupported(
+                "SESSION windows are computed only by materialized views \
+                 (CREATE MATERIALIZED VIEW ... GROUP BY SESSION(ts, gap), ...)"
+                    .into(),
             ));
         }
         if reads_a_source(&plan) {

@@ -5,6 +5,7 @@
 mod join;
 mod materialize;
 mod project_filter;
+mod session_window;
 mod unnest;
 mod updating_aggregate;
 mod window_aggregate;
@@ -12,6 +13,7 @@ mod window_aggregate;
 pub use join::{CombinedLayout, LookupJoinOperator, LookupTable, WindowJoinOperator};
 pub use materialize::{Attachment, Delivery, Subscription, ViewContents, ViewEvent, ViewTable};
 pub use project_filter::{FilterOperator, ProjectionOperator};
+pub use session_window::SessionWindowOperator;
 pub use unnest::UnnestOperator;
 pub use updating_aggregate::{UpdatingAggregateOperator, WindowEmission};
 pub use window_aggregate::{AggregateCall, WindowAggregateOperator};

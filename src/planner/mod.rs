@@ -21,8 +21,8 @@ use crate::connectors::{SourceRuntime, SourceTable};
 use crate::error::{Error, Result};
 use crate::operators::{
     AggregateCall, CombinedLayout, FilterOperator, LookupJoinOperator, LookupTable,
-    ProjectionOperator, UnnestOperator, UpdatingAggregateOperator, ViewContents, ViewTable,
-    WindowAggregateOperator, WindowEmission, WindowJoinOperator,
+    ProjectionOperator, SessionWindowOperator, UnnestOperator, UpdatingAggregateOperator,
+    ViewContents, ViewTable, WindowAggregateOperator, WindowEmission, WindowJoinOperator,
 };
 use crate::stream::{Chain, Operator, changelog};
 
@@ -77,6 +77,15 @@ pub enum Step {
         key_types: Vec<DataType>,
         keep_unmatched: bool,
         filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
+    /// GROUP BY SESSION(ts, gap), keys.
+    SessionWindow {
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        window_start: usize,
+        window_end: usize,
+        aggregates: Vec<AggregateCall>,
+        input_schema: SchemaRef,
         schema: SchemaRef,
     },
     /// An aggregate that emits a changelog (docs/design/0005).
@@ -152,6 +161,21 @@ impl Step {
                 *keep_unmatched,
                 *stream_width,
                 *updating,
+                schema.clone(),
+            )?),
+            Step::SessionWindow {
+                group_exprs,
+                window_start,
+                window_end,
+                aggregates,
+                input_schema,
+                schema,
+            } => Box::new(SessionWindowOperator::try_new(
+                group_exprs.clone(),
+                *window_start,
+                *window_end,
+                aggregates.clone(),
+                input_schema,
                 schema.clone(),
             )?),
             Step::WindowJoin {
@@ -322,6 +346,11 @@ pub fn plan(
                 .into(),
         });
     }
+    if part.session {
+        return Err(unsupported(
+            "SESSION windows must be aggregated: GROUP BY SESSION(ts, gap), key",
+        ));
+    }
     let schema: SchemaRef = Arc::new(logical.schema().as_arrow().clone());
     let (pre, keyed) = match part.aggregate_at {
         None => (part.steps, None),
@@ -367,6 +396,9 @@ struct Part {
     aggregate_at: Option<usize>,
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     windowed: bool,
+    /// Rows carry proto-sessions (`window_end = session_end(ts, gap)`)
+    /// that an aggregate must merge.
+    session: bool,
 }
 
 impl Part {
@@ -399,6 +431,16 @@ impl Part {
         let schema = self.arrow_schema(output);
         self.steps.push(Step::Projection { exprs, schema });
     }
+}
+
+/// Whether `expr` computes a proto-session (the SESSION rewrite).
+pub(crate) fn calls_session_end(expr: &Expr) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    expr.exists(|e| {
+        Ok(matches!(e, Expr::ScalarFunction(f)
+            if f.func.name() == crate::database::session::SESSION_END))
+    })
+    .unwrap_or(false)
 }
 
 fn column(name: &str, index: usize) -> Arc<dyn PhysicalExpr> {
@@ -463,6 +505,7 @@ impl Walk<'_> {
             LogicalPlan::SubqueryAlias(a) => self.visit(&a.input),
             LogicalPlan::Projection(p) => {
                 let mut part = self.visit(&p.input)?;
+                part.session |= p.expr.iter().any(calls_session_end);
                 let exprs = p
                     .expr
                     .iter()
@@ -578,6 +621,32 @@ impl Walk<'_> {
                 part.aggregate_at = Some(part.steps.len());
                 part.windowed = window_end.is_some();
                 let schema: SchemaRef = Arc::new(agg.schema.as_arrow().clone());
+                if part.session {
+                    let window_start = agg
+                        .group_expr
+                        .iter()
+                        .position(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_START));
+                    let (Some(window_start), Some(window_end)) = (window_start, window_end) else {
+                        return Err(crate::internal!(
+                            "a SESSION aggregate without its window columns"
+                        ));
+                    };
+                    if part.updating || self.options != ViewOptions::default() {
+                        return Err(unsupported(
+                            "SESSION windows over an updating input or with emit/allowed_lateness options",
+                        ));
+                    }
+                    part.session = false;
+                    part.steps.push(Step::SessionWindow {
+                        group_exprs,
+                        window_start,
+                        window_end,
+                        aggregates,
+                        input_schema: input_arrow,
+                        schema,
+                    });
+                    return Ok(part);
+                }
                 let append_only_window = window_end.is_some()
                     && !part.updating
                     && self.options == ViewOptions::default();

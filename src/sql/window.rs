@@ -99,6 +99,9 @@ fn rewrite_factor(factor: &mut TableFactor) -> Result<bool> {
             if !matches!(kind.as_str(), "tumble" | "hop" | "session") {
                 return Ok(false);
             }
+            if kind == "session" {
+                return Err(session_in_from());
+            }
             let texts: Vec<String> = args.args.iter().map(arg_sql).collect();
             let call = window_call(&kind, texts.get(1..).unwrap_or_default())?;
             let source = texts.first().cloned().ok_or_else(|| Error::Plan {
@@ -123,6 +126,9 @@ fn rewrite_factor(factor: &mut TableFactor) -> Result<bool> {
             let kind = f.name.to_string().to_ascii_lowercase();
             if !matches!(kind.as_str(), "tumble" | "hop" | "session") {
                 return Ok(false);
+            }
+            if kind == "session" {
+                return Err(session_in_from());
             }
             let FunctionArguments::List(list) = &f.args else {
                 return Ok(false);
@@ -188,13 +194,8 @@ fn window_call_in_group_by(e: &Expr) -> Option<Result<WindowCall>> {
 
 fn window_call(kind: &str, args: &[String]) -> Result<WindowCall> {
     let expected = match kind {
-        "tumble" => 2,
         "hop" => 3,
-        _ => {
-            return Err(Error::Unsupported(
-                "SESSION windows are not supported yet; use TUMBLE or HOP".into(),
-            ));
-        }
+        _ => 2,
     };
     if args.len() != expected {
         return Err(Error::Plan {
@@ -202,7 +203,11 @@ fn window_call(kind: &str, args: &[String]) -> Result<WindowCall> {
             message: format!(
                 "{}(time_column, {}) takes {expected} arguments, got {}",
                 kind.to_uppercase(),
-                if kind == "hop" { "slide, size" } else { "size" },
+                match kind {
+                    "hop" => "slide, size",
+                    "session" => "gap",
+                    _ => "size",
+                },
                 args.len()
             ),
         });
@@ -215,6 +220,14 @@ fn window_call(kind: &str, args: &[String]) -> Result<WindowCall> {
             .map(|a| interval_sql(a))
             .collect::<Result<_>>()?,
     })
+}
+
+fn session_in_from() -> Error {
+    Error::Unsupported(
+        "SESSION in FROM (a table function partitioned by key); write \
+         GROUP BY SESSION(ts, gap), key instead"
+            .into(),
+    )
 }
 
 /// `INTERVAL '5' SECOND` as is; a short literal like `'5s'` as an interval.
@@ -312,6 +325,15 @@ fn windowed_relation(call: &WindowCall, source: &str, alias: &str) -> Result<Tab
             let start = format!("date_bin({size}, {})", call.time);
             format!(
                 "(SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {source}) AS {alias}"
+            )
+        }
+        "session" => {
+            // Each row's own session [ts, ts + gap); the streaming planner
+            // merges them per key (operators::SessionWindowOperator).
+            let gap = &call.intervals[0];
+            format!(
+                "(SELECT *, {time} AS window_start, session_end({time}, {gap}) AS window_end FROM {source}) AS {alias}",
+                time = call.time
             )
         }
         _ => {
@@ -416,12 +438,16 @@ mod tests {
         assert_eq!(rewrite_windows(q).unwrap_err().sqlstate(), "22007");
         let mut statements = SqlParser::parse_sql(
             &PostgreSqlDialect {},
-            "SELECT count(*) FROM r GROUP BY SESSION(ts, INTERVAL '1' MINUTE)",
+            "SELECT count(*) FROM SESSION(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
         )
         .unwrap();
         let ast::Statement::Query(q) = &mut statements[0] else {
             panic!()
         };
         assert_eq!(rewrite_windows(q).unwrap_err().sqlstate(), "0A000");
+        assert!(
+            rewritten("SELECT count(*) FROM r GROUP BY SESSION(ts, '1 minute'), k")
+                .contains("session_end(ts, INTERVAL '60000000 microseconds') AS window_end")
+        );
     }
 }

@@ -336,7 +336,7 @@ async fn what_cannot_run_incrementally_is_refused_and_dependencies_hold() {
             "ORDER BY",
         ),
         (
-            "CREATE MATERIALIZED VIEW x AS SELECT count(*) FROM r GROUP BY SESSION(ts, INTERVAL '1' MINUTE)",
+            "CREATE MATERIALIZED VIEW x AS SELECT count(*) FROM SESSION(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
             "SESSION",
         ),
         ("CREATE MATERIALIZED VIEW x AS SELECT a FROM t", "source"),
@@ -430,5 +430,91 @@ async fn hopping_windows_put_each_row_in_every_window_that_contains_it() {
     assert_eq!(
         difference(&client, "SELECT * FROM h", batch).await,
         Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn session_windows_merge_rows_less_than_a_gap_apart_like_batch_sessionization() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.json");
+    append(&path, &[]);
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE r {COLUMNS} WITH (connector = 'file', path = '{}', follow = 'true') FORMAT JSON; \
+             CREATE TABLE r_table (sensor_id INT, temperature DOUBLE, ts TIMESTAMP); \
+             CREATE MATERIALIZED VIEW s AS SELECT window_start, window_end, sensor_id, count(*) AS n, \
+                 max(temperature) AS hi FROM r GROUP BY SESSION(ts, INTERVAL '3' SECOND), sensor_id",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut max_ts = T0;
+    for _ in 0..6 {
+        let mut chunk = Vec::new();
+        for _ in 0..rng.random_range(20..120) {
+            // Bursts and pauses, so sessions start, grow and merge.
+            max_ts += if rng.random_bool(0.1) {
+                rng.random_range(2_000_000..6_000_000)
+            } else {
+                rng.random_range(0..300_000)
+            };
+            chunk.push(line(
+                rng.random_range(0..4),
+                rng.random_range(0..100) as f64,
+                max_ts - rng.random_range(0..1_900_000),
+            ));
+        }
+        append(&path, &chunk);
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "({}, {}, TIMESTAMP '{}')",
+                    v["sensor_id"],
+                    v["temperature"],
+                    v["ts"].as_str().unwrap()
+                )
+            })
+            .collect();
+        client
+            .batch_execute(&format!("INSERT INTO r_table VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+        client.batch_execute("FLUSH").await.unwrap();
+    }
+    append(&path, &[line(99, 0.0, max_ts + 60_000_000)]);
+    client.batch_execute("FLUSH").await.unwrap();
+    let batch = "SELECT min(ts) AS ws, max(ts) + INTERVAL '3' SECOND AS we, sensor_id, count(*) AS n, \
+                 max(temperature) AS hi FROM \
+                 (SELECT *, sum(CASE WHEN prev IS NULL OR ts - prev >= INTERVAL '3' SECOND THEN 1 ELSE 0 END) \
+                    OVER (PARTITION BY sensor_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid \
+                  FROM (SELECT *, lag(ts) OVER (PARTITION BY sensor_id ORDER BY ts) AS prev FROM r_table) a) b \
+                 GROUP BY sensor_id, sid";
+    assert_eq!(
+        difference(&client, "SELECT * FROM s WHERE sensor_id <> 99", batch).await,
+        Vec::<String>::new()
+    );
+    assert!(
+        column(&client, "SELECT count(*) FROM s").await[0]
+            .as_deref()
+            .is_some_and(|n| n.parse::<i64>().unwrap() > 4),
+        "several sessions per sensor"
+    );
+    // A batch query cannot merge sessions: it is refused, not answered wrong.
+    let err = client
+        .batch_execute("SELECT count(*) FROM r_table GROUP BY SESSION(ts, INTERVAL '3' SECOND)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    let plan = column(&client, "EXPLAIN MATERIALIZED VIEW s").await;
+    assert!(
+        plan.iter()
+            .flatten()
+            .any(|l| l.starts_with("SessionWindow")),
+        "{plan:?}"
     );
 }
