@@ -88,19 +88,23 @@ impl HashIndex {
     }
 }
 
-fn key_converter(keys: &[DataType]) -> Result<RowConverter> {
+pub(super) fn key_converter(keys: &[DataType]) -> Result<RowConverter> {
     Ok(RowConverter::new(
         keys.iter().map(|t| SortField::new(t.clone())).collect(),
     )?)
 }
 
-fn take_all(columns: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<ArrayRef>> {
+pub(super) fn take_all(columns: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<ArrayRef>> {
     columns.iter().map(|c| Ok(take(c, idx, None)?)).collect()
 }
 
 /// Builds `schema`'s batch from `columns`, casting where the join widened
 /// a type (e.g. a column that became nullable).
-fn output(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+pub(super) fn output(
+    schema: &SchemaRef,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch> {
     let columns = columns
         .into_iter()
         .zip(schema.fields())

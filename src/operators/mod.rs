@@ -2,6 +2,7 @@
 //! Arrow batches and event time; they do not know SQL text, sources or the
 //! runtime that drives them.
 
+mod interval_join;
 mod join;
 mod materialize;
 mod project_filter;
@@ -10,6 +11,7 @@ mod unnest;
 mod updating_aggregate;
 mod window_aggregate;
 
+pub use interval_join::{IntervalJoinOperator, IntervalLayout};
 pub use join::{CombinedLayout, LookupJoinOperator, LookupTable, WindowJoinOperator};
 pub use materialize::{Attachment, Delivery, Subscription, ViewContents, ViewEvent, ViewTable};
 pub use project_filter::{FilterOperator, ProjectionOperator};

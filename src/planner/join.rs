@@ -9,15 +9,16 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, logical_plan::Join};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, Operator, logical_plan::Join};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::scalar::ScalarValue;
 
-use super::{Part, Step, WINDOW_END, Walk, column, unsupported};
+use super::{Input, Part, Step, WINDOW_END, Walk, column, unsupported};
 use crate::connectors::SourceTable;
 use crate::error::Result;
-use crate::operators::{CombinedLayout, ViewTable};
+use crate::operators::{CombinedLayout, IntervalLayout, ViewTable};
 use crate::storage::{StoredTable, TableHandle};
 
 /// Whether `plan` reads a source or a materialized view anywhere.
@@ -210,11 +211,24 @@ impl Walk<'_> {
         let window_key = join.on.iter().position(|(l, r)| {
             matches!((l, r), (Expr::Column(a), Expr::Column(b)) if a.name == WINDOW_END && b.name == WINDOW_END)
         });
-        let Some(window_key) = window_key else {
-            return Err(unsupported(
-                "a join of two streams needs both on the same window: window both with TUMBLE or HOP \
-                 and join ON l.window_end = r.window_end (interval joins are not supported yet)",
-            ));
+        let interval = match window_key {
+            Some(_) => None,
+            None => {
+                let bound = join.filter.as_ref().and_then(|f| time_bound(f, join));
+                let Some(bound) = bound else {
+                    return Err(unsupported(
+                        "a join of two streams needs the same window (window both with TUMBLE or HOP \
+                         and join ON l.window_end = r.window_end) or a time bound between their event \
+                         times (ON l.k = r.k AND r.ts BETWEEN l.ts - INTERVAL '1' MINUTE AND l.ts)",
+                    ));
+                };
+                if keep_unmatched {
+                    return Err(unsupported(
+                        "an outer interval join of two streams; use JOIN",
+                    ));
+                }
+                Some(bound)
+            }
         };
         let (left_keys, right_keys, key_types) = self.join_keys(join)?;
         let mut merged = Part::default();
@@ -239,6 +253,10 @@ impl Walk<'_> {
         let combined: SchemaRef = Arc::new(Schema::new(fields));
         for (side, (plan, keys)) in sides.into_iter().enumerate() {
             let part = self.visit(plan)?;
+            if let Some(b) = &interval {
+                let column = if side == 0 { &b.left } else { &b.right };
+                check_event_time(&part, column)?;
+            }
             if part.aggregate_at.is_some() || part.updating {
                 return Err(unsupported(
                     "a join of two streams whose sides aggregate or update; make each side a \
@@ -267,6 +285,37 @@ impl Walk<'_> {
                 merged.inputs.push(input);
             }
         }
+        let filter = join
+            .filter
+            .as_ref()
+            .map(|f| self.physical(f, &join.schema))
+            .transpose()?;
+        merged.aggregate_at = Some(0);
+        let schema = Arc::new(join.schema.as_arrow().clone());
+        let (Some(window_key), None) = (window_key, &interval) else {
+            let (Some(b), Some(filter)) = (interval, filter) else {
+                return Err(crate::internal!("an interval join without its bound"));
+            };
+            // Instances by the hash of every equality key.
+            merged.key_exprs = (0..key_types.len())
+                .map(|i| column(&format!("__k{i}"), 1 + i))
+                .collect();
+            merged.steps.push(Step::IntervalJoin {
+                layout: IntervalLayout {
+                    keys: key_types.len(),
+                    left_width: lw,
+                    right_width: rw,
+                    left_time: join.left.schema().index_of_column(&b.left)?,
+                    right_time: join.right.schema().index_of_column(&b.right)?,
+                    lo: b.lo,
+                    hi: b.hi,
+                },
+                key_types,
+                filter,
+                schema,
+            });
+            return Ok(merged);
+        };
         // Instances by the hash of the keys other than the window (each
         // key's rows of both sides meet on one instance).
         let mut key_exprs: Vec<Arc<dyn PhysicalExpr>> = (0..key_types.len())
@@ -276,13 +325,7 @@ impl Walk<'_> {
         if key_exprs.is_empty() {
             key_exprs.push(column(&format!("__k{window_key}"), 1 + window_key));
         }
-        let filter = join
-            .filter
-            .as_ref()
-            .map(|f| self.physical(f, &join.schema))
-            .transpose()?;
         merged.key_exprs = key_exprs;
-        merged.aggregate_at = Some(0);
         merged.steps.push(Step::WindowJoin {
             layout: CombinedLayout {
                 keys: key_types.len(),
@@ -293,8 +336,136 @@ impl Walk<'_> {
             key_types,
             keep_unmatched,
             filter,
-            schema: Arc::new(join.schema.as_arrow().clone()),
+            schema,
         });
         Ok(merged)
+    }
+}
+
+/// `lo <= right.ts - left.ts <= hi` (µs) read from a join condition.
+struct TimeBound {
+    left: datafusion::common::Column,
+    right: datafusion::common::Column,
+    lo: i64,
+    hi: i64,
+}
+
+/// A column plus a constant interval, in µs.
+fn column_offset(e: &Expr) -> Option<(datafusion::common::Column, i64)> {
+    match e {
+        Expr::Column(c) => Some((c.clone(), 0)),
+        Expr::Cast(c) => column_offset(&c.expr),
+        Expr::BinaryExpr(b) if matches!(b.op, Operator::Plus | Operator::Minus) => {
+            let (name, base) = column_offset(&b.left)?;
+            let micros = interval_micros(&b.right)?;
+            Some((
+                name,
+                if b.op == Operator::Plus {
+                    base + micros
+                } else {
+                    base - micros
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn interval_micros(e: &Expr) -> Option<i64> {
+    let Expr::Literal(v, _) = e else {
+        return None;
+    };
+    match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => {
+            Some(i.days as i64 * 86_400_000_000 + i.nanoseconds / 1000)
+        }
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            Some(i.days as i64 * 86_400_000_000 + i.milliseconds as i64 * 1000)
+        }
+        _ => None,
+    }
+}
+
+/// Finds both bounds of `right.ts - left.ts` in the conjuncts of `filter`.
+fn time_bound(filter: &Expr, join: &Join) -> Option<TimeBound> {
+    let mut comparisons: Vec<(Expr, Operator, Expr)> = Vec::new();
+    for c in split_conjunction(filter) {
+        match c {
+            Expr::BinaryExpr(b) => comparisons.push(((*b.left).clone(), b.op, (*b.right).clone())),
+            Expr::Between(b) if !b.negated => {
+                comparisons.push(((*b.expr).clone(), Operator::GtEq, (*b.low).clone()));
+                comparisons.push(((*b.expr).clone(), Operator::LtEq, (*b.high).clone()));
+            }
+            _ => {}
+        }
+    }
+    let side = |c: &datafusion::common::Column| -> Option<bool> {
+        let l = join.left.schema().index_of_column(c).is_ok();
+        let r = join.right.schema().index_of_column(c).is_ok();
+        match (l, r) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    };
+    let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+    let mut columns: Option<(datafusion::common::Column, datafusion::common::Column)> = None;
+    for (a, op, b) in comparisons {
+        let lower = match op {
+            Operator::Lt | Operator::LtEq => true,
+            Operator::Gt | Operator::GtEq => false,
+            _ => continue,
+        };
+        let (Some((ca, oa)), Some((cb, ob))) = (column_offset(&a), column_offset(&b)) else {
+            continue;
+        };
+        // a OP b with a = ca + oa, b = cb + ob.
+        let (left, right, is_lower, value) = match (side(&ca), side(&cb)) {
+            // l + oa < r + ob  <=>  r - l > oa - ob: a lower bound.
+            (Some(true), Some(false)) => (ca, cb, lower, oa - ob),
+            // r + oa < l + ob  <=>  r - l < ob - oa: an upper bound.
+            (Some(false), Some(true)) => (cb, ca, !lower, ob - oa),
+            _ => continue,
+        };
+        match &columns {
+            Some((l, r)) if *l != left || *r != right => return None,
+            _ => columns = Some((left, right)),
+        }
+        if is_lower {
+            lo = Some(lo.map_or(value, |x: i64| x.max(value)));
+        } else {
+            hi = Some(hi.map_or(value, |x: i64| x.min(value)));
+        }
+    }
+    let (left, right) = columns?;
+    let (lo, hi) = (lo?, hi?);
+    (lo <= hi).then_some(TimeBound {
+        left,
+        right,
+        lo,
+        hi,
+    })
+}
+
+/// An interval join's bound must be on event-time columns: every input of
+/// the side is a source whose WATERMARK column it is.
+fn check_event_time(part: &Part, column: &datafusion::common::Column) -> Result<()> {
+    let column = column.name.as_str();
+    let ok = !part.inputs.is_empty()
+        && part.inputs.iter().all(|i| match &i.input {
+            Input::Source(s) => s
+                .spec
+                .event_time
+                .as_ref()
+                .is_some_and(|e| e.column == column),
+            Input::View { .. } => false,
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(unsupported(&format!(
+            "an interval join's time bound must be on each source's event-time column (its \
+             WATERMARK FOR column); \"{column}\" is not"
+        )))
     }
 }

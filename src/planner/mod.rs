@@ -20,9 +20,10 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::connectors::{SourceRuntime, SourceTable};
 use crate::error::{Error, Result};
 use crate::operators::{
-    AggregateCall, CombinedLayout, FilterOperator, LookupJoinOperator, LookupTable,
-    ProjectionOperator, SessionWindowOperator, UnnestOperator, UpdatingAggregateOperator,
-    ViewContents, ViewTable, WindowAggregateOperator, WindowEmission, WindowJoinOperator,
+    AggregateCall, CombinedLayout, FilterOperator, IntervalJoinOperator, IntervalLayout,
+    LookupJoinOperator, LookupTable, ProjectionOperator, SessionWindowOperator, UnnestOperator,
+    UpdatingAggregateOperator, ViewContents, ViewTable, WindowAggregateOperator, WindowEmission,
+    WindowJoinOperator,
 };
 use crate::stream::{Chain, Operator, changelog};
 
@@ -77,6 +78,13 @@ pub enum Step {
         key_types: Vec<DataType>,
         keep_unmatched: bool,
         filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
+    /// Two streams joined with a time bound, over combined batches.
+    IntervalJoin {
+        layout: IntervalLayout,
+        key_types: Vec<DataType>,
+        filter: Arc<dyn PhysicalExpr>,
         schema: SchemaRef,
     },
     /// GROUP BY SESSION(ts, gap), keys.
@@ -161,6 +169,17 @@ impl Step {
                 *keep_unmatched,
                 *stream_width,
                 *updating,
+                schema.clone(),
+            )?),
+            Step::IntervalJoin {
+                layout,
+                key_types,
+                filter,
+                schema,
+            } => Box::new(IntervalJoinOperator::try_new(
+                *layout,
+                key_types.clone(),
+                filter.clone(),
                 schema.clone(),
             )?),
             Step::SessionWindow {

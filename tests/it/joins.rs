@@ -278,3 +278,94 @@ async fn joins_that_cannot_run_incrementally_are_refused() {
         assert!(text.contains(message), "{sql}: {text}");
     }
 }
+
+#[tokio::test]
+async fn two_streams_join_within_a_time_bound_like_the_batch_join() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    append(&pa, &[]);
+    append(&pb, &[]);
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE ra {COLUMNS} WITH (connector = 'file', path = '{}', follow = 'true') FORMAT JSON; \
+             CREATE SOURCE rb {COLUMNS} WITH (connector = 'file', path = '{}', follow = 'true') FORMAT JSON; \
+             CREATE TABLE ta (sensor_id INT, temperature DOUBLE, ts TIMESTAMP); \
+             CREATE TABLE tb (sensor_id INT, temperature DOUBLE, ts TIMESTAMP); \
+             CREATE MATERIALIZED VIEW near AS SELECT x.sensor_id, x.ts AS tx, y.ts AS ty, y.temperature \
+                 FROM ra x JOIN rb y ON x.sensor_id = y.sensor_id \
+                 AND y.ts BETWEEN x.ts - INTERVAL '1' SECOND AND x.ts + INTERVAL '500' MILLISECOND \
+                 WHERE y.temperature > 10",
+            pa.display(),
+            pb.display()
+        ))
+        .await
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(8);
+    let (mut t_a, mut t_b) = (T0, T0);
+    for _ in 0..5 {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..rng.random_range(30..150) {
+            t_a += rng.random_range(0..60_000);
+            a.push(line(
+                rng.random_range(0..5),
+                rng.random_range(0..100) as f64,
+                t_a - rng.random_range(0..1_500_000),
+            ));
+            t_b += rng.random_range(0..60_000);
+            b.push(line(
+                rng.random_range(0..5),
+                rng.random_range(0..100) as f64,
+                t_b - rng.random_range(0..1_500_000),
+            ));
+        }
+        append(&pa, &a);
+        append(&pb, &b);
+        load(&client, "ta", &a).await;
+        load(&client, "tb", &b).await;
+        client.batch_execute("FLUSH").await.unwrap();
+        // Matches appear as soon as both rows are there: no window to close.
+        assert_eq!(
+            difference(
+                &client,
+                "SELECT * FROM near",
+                "SELECT x.sensor_id AS s, x.ts AS tx, y.ts AS ty, y.temperature AS t FROM ta x JOIN tb y \
+                 ON x.sensor_id = y.sensor_id \
+                 AND y.ts BETWEEN x.ts - INTERVAL '1' SECOND AND x.ts + INTERVAL '500' MILLISECOND \
+                 WHERE y.temperature > 10"
+            )
+            .await,
+            Vec::<String>::new()
+        );
+    }
+    // Old rows leave the state as the watermark moves on.
+    append(&pa, &[line(1, 0.0, t_a + 60_000_000)]);
+    append(&pb, &[line(1, 0.0, t_b + 60_000_000)]);
+    client.batch_execute("FLUSH").await.unwrap();
+    let state: i64 = column(
+        &client,
+        "SELECT state_rows FROM runnel_catalog.materialized_views WHERE name = 'near'",
+    )
+    .await[0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(state < 10, "expired rows are freed: {state}");
+    let plan = column(&client, "EXPLAIN MATERIALIZED VIEW near").await;
+    assert!(
+        plan.iter().flatten().any(|l| l.starts_with("IntervalJoin")),
+        "{plan:?}"
+    );
+    // A bound on a column that is not the event time is refused.
+    let err = client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW bad AS SELECT * FROM ra x JOIN rb y ON x.sensor_id = y.sensor_id \
+             AND y.temperature BETWEEN x.temperature - 1 AND x.temperature + 1",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+}
