@@ -18,8 +18,10 @@
 //!   (Arrow IPC log)                     │
 //!                                       ▼
 //!   connectors/ Kafka, files, ──▶ stream/ dataflow: Message (data, watermark, barrier)
-//!   TCP, generators → Arrow         operators/ filter, project, unnest, window
-//!                                   aggregate ──▶ materialized view snapshot
+//!   TCP, generators → Arrow         inputs (sources, views) ─▶ merge ─▶ key groups
+//!                                   operators/ filter, project, windows, sessions,
+//!                                   updating aggregates, joins ──▶ view rows + feed
+//!                                   (SUBSCRIBE, views on views)
 //! ```
 //!
 //! Module map:
