@@ -646,8 +646,9 @@ impl Walk<'_> {
                         .iter()
                         .position(|e| matches!(e, Expr::Column(c) if c.name == WINDOW_START));
                     let (Some(window_start), Some(window_end)) = (window_start, window_end) else {
-                        return Err(crate::internal!(
-                            "a SESSION aggregate without its window columns"
+                        return Err(unsupported(
+                            "a SESSION window must be grouped by both window_start and window_end \
+                             (GROUP BY SESSION(ts, gap), ... adds both)",
                         ));
                     };
                     if part.updating || self.options != ViewOptions::default() {

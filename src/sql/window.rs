@@ -99,9 +99,6 @@ fn rewrite_factor(factor: &mut TableFactor) -> Result<bool> {
             if !matches!(kind.as_str(), "tumble" | "hop" | "session") {
                 return Ok(false);
             }
-            if kind == "session" {
-                return Err(session_in_from());
-            }
             let texts: Vec<String> = args.args.iter().map(arg_sql).collect();
             let call = window_call(&kind, texts.get(1..).unwrap_or_default())?;
             let source = texts.first().cloned().ok_or_else(|| Error::Plan {
@@ -126,9 +123,6 @@ fn rewrite_factor(factor: &mut TableFactor) -> Result<bool> {
             let kind = f.name.to_string().to_ascii_lowercase();
             if !matches!(kind.as_str(), "tumble" | "hop" | "session") {
                 return Ok(false);
-            }
-            if kind == "session" {
-                return Err(session_in_from());
             }
             let FunctionArguments::List(list) = &f.args else {
                 return Ok(false);
@@ -222,14 +216,6 @@ fn window_call(kind: &str, args: &[String]) -> Result<WindowCall> {
     })
 }
 
-fn session_in_from() -> Error {
-    Error::Unsupported(
-        "SESSION in FROM (a table function partitioned by key); write \
-         GROUP BY SESSION(ts, gap), key instead"
-            .into(),
-    )
-}
-
 /// `INTERVAL '5' SECOND` as is; a short literal like `'5s'` as an interval.
 fn interval_sql(arg: &str) -> Result<String> {
     let parsed = SqlParser::new(&PostgreSqlDialect {})
@@ -302,6 +288,27 @@ pub fn flink_window_syntax(text: &str) -> Option<String> {
             drop[a] = true;
             drop[b] = true;
             drop[d] = true;
+        }
+    }
+    // Flink's SESSION(TABLE t PARTITION BY k, ...): sessions are per the
+    // GROUP BY keys in runnel, so the clause is dropped (up to its comma).
+    for (n, &p) in significant.iter().enumerate() {
+        if word(&tokens[p], "PARTITION")
+            && significant
+                .get(n + 1)
+                .is_some_and(|&b| word(&tokens[b], "BY"))
+        {
+            let mut depth = 0i32;
+            for &q in &significant[n..] {
+                match tokens[q] {
+                    Token::LParen => depth += 1,
+                    Token::RParen if depth == 0 => break,
+                    Token::RParen => depth -= 1,
+                    Token::Comma if depth == 0 => break,
+                    _ => {}
+                }
+                drop[q] = true;
+            }
         }
     }
     if !drop.iter().any(|d| *d) {
@@ -438,13 +445,21 @@ mod tests {
         assert_eq!(rewrite_windows(q).unwrap_err().sqlstate(), "22007");
         let mut statements = SqlParser::parse_sql(
             &PostgreSqlDialect {},
-            "SELECT count(*) FROM SESSION(r, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
+            "SELECT count(*) FROM r GROUP BY SESSION(ts)",
         )
         .unwrap();
         let ast::Statement::Query(q) = &mut statements[0] else {
             panic!()
         };
-        assert_eq!(rewrite_windows(q).unwrap_err().sqlstate(), "0A000");
+        assert_eq!(rewrite_windows(q).unwrap_err().sqlstate(), "42601");
+        assert_eq!(
+            flink_window_syntax(
+                "SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' MINUTE))"
+            )
+            .unwrap()
+            .replace(char::is_whitespace, ""),
+            "SELECT*FROMTABLE(SESSION(bid,ts,INTERVAL'5'MINUTE))"
+        );
         assert!(
             rewritten("SELECT count(*) FROM r GROUP BY SESSION(ts, '1 minute'), k")
                 .contains("session_end(ts, INTERVAL '60000000 microseconds') AS window_end")

@@ -445,7 +445,14 @@ async fn session_windows_merge_rows_less_than_a_gap_apart_like_batch_sessionizat
             "CREATE SOURCE r {COLUMNS} WITH (connector = 'file', path = '{}', follow = 'true') FORMAT JSON; \
              CREATE TABLE r_table (sensor_id INT, temperature DOUBLE, ts TIMESTAMP); \
              CREATE MATERIALIZED VIEW s AS SELECT window_start, window_end, sensor_id, count(*) AS n, \
-                 max(temperature) AS hi FROM r GROUP BY SESSION(ts, INTERVAL '3' SECOND), sensor_id",
+                 max(temperature) AS hi FROM r GROUP BY SESSION(ts, INTERVAL '3' SECOND), sensor_id; \
+             CREATE MATERIALIZED VIEW s2 AS SELECT window_start, window_end, sensor_id, count(*) AS n, \
+                 max(temperature) AS hi FROM SESSION(r, ts, INTERVAL '3' SECOND) \
+                 GROUP BY window_start, window_end, sensor_id; \
+             CREATE MATERIALIZED VIEW s3 AS SELECT window_start, window_end, sensor_id, count(*) AS n, \
+                 max(temperature) AS hi \
+                 FROM TABLE(SESSION(TABLE r PARTITION BY sensor_id, DESCRIPTOR(ts), INTERVAL '3' SECOND)) \
+                 GROUP BY window_start, window_end, sensor_id",
             path.display()
         ))
         .await
@@ -498,6 +505,18 @@ async fn session_windows_merge_rows_less_than_a_gap_apart_like_batch_sessionizat
         difference(&client, "SELECT * FROM s WHERE sensor_id <> 99", batch).await,
         Vec::<String>::new()
     );
+    for other in ["s2", "s3"] {
+        assert_eq!(
+            difference(
+                &client,
+                "SELECT * FROM s",
+                &format!("SELECT * FROM {other}")
+            )
+            .await,
+            Vec::<String>::new(),
+            "{other}: the three SESSION spellings agree"
+        );
+    }
     assert!(
         column(&client, "SELECT count(*) FROM s").await[0]
             .as_deref()
