@@ -31,9 +31,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::error::{Error, Result};
 use crate::stream::{EventTime, OperatorMetrics, changelog};
 
-/// Past this many batches, a snapshot is compacted into one batch so scans
-/// stay cheap.
-const COMPACT_AFTER: usize = 64;
+/// An append-only snapshot keeps at least this many batches before it
+/// merges any (they are the scan's partitions).
+const MIN_BATCHES: usize = 8;
 /// How many feed events a subscriber may fall behind before it is ended.
 const FEED_CAPACITY: usize = 4096;
 
@@ -105,6 +105,9 @@ impl Delivery {
 enum Rows {
     Append(Arc<Vec<RecordBatch>>),
     Updating(Multiset),
+    /// Rows are handed to attached dataflows but not kept: the private
+    /// contents a sink's query publishes into (connectors::sinks).
+    Passing,
 }
 
 /// An updating view's rows: Arrow row bytes of the full row -> count.
@@ -201,6 +204,12 @@ impl ViewContents {
         Self::with_rows(schema, Rows::Append(Arc::new(Vec::new())))
     }
 
+    /// Contents that keep no rows and only hand them on to what is
+    /// attached: the output of a `CREATE SINK ... AS SELECT` query.
+    pub fn new_passing(schema: SchemaRef) -> Self {
+        Self::with_rows(schema, Rows::Passing)
+    }
+
     /// The contents of an updating view; fails with 0A000 for column types
     /// Arrow's row format cannot key.
     pub fn try_new_updating(schema: SchemaRef) -> Result<Self> {
@@ -274,9 +283,7 @@ impl ViewContents {
             Rows::Append(snapshot) => {
                 let mut next: Vec<RecordBatch> = snapshot.as_ref().clone();
                 next.push(batch.clone());
-                if next.len() > COMPACT_AFTER {
-                    next = vec![concat_batches(&self.schema, &next)?];
-                }
+                merge_tail(&mut next, &self.schema)?;
                 *snapshot = Arc::new(next);
                 self.rows_out
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -285,6 +292,10 @@ impl ViewContents {
                 let (ins, del) = m.apply(&batch)?;
                 self.rows_out.fetch_add(ins, Ordering::Relaxed);
                 self.rows_deleted.fetch_add(del, Ordering::Relaxed);
+            }
+            Rows::Passing => {
+                self.rows_out
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             }
         }
         // Sent under the lock: a subscriber sees this batch either in its
@@ -387,6 +398,7 @@ impl ViewContents {
         match rows {
             Rows::Append(s) => Ok(s.clone()),
             Rows::Updating(m) => m.snapshot(&self.schema),
+            Rows::Passing => Ok(Arc::new(Vec::new())),
         }
     }
 
@@ -439,6 +451,23 @@ impl ViewContents {
     }
 }
 
+/// Keeps the number of batches logarithmic in the rows: the newest batch is
+/// merged into the one before it while that one is at most twice its
+/// size (a binary counter), so each row is copied O(log n) times in total
+/// instead of the whole view being copied again every few batches.
+fn merge_tail(batches: &mut Vec<RecordBatch>, schema: &SchemaRef) -> Result<()> {
+    while batches.len() > MIN_BATCHES {
+        let n = batches.len();
+        if batches[n - 2].num_rows() > 2 * batches[n - 1].num_rows() {
+            break;
+        }
+        let last = batches.pop().expect("more than MIN_BATCHES batches");
+        let before = batches.pop().expect("more than MIN_BATCHES batches");
+        batches.push(concat_batches(schema, &[before, last])?);
+    }
+    Ok(())
+}
+
 /// A materialized view as DataFusion sees it: a table over the snapshot.
 #[derive(Debug, Clone)]
 pub struct ViewTable {
@@ -487,5 +516,38 @@ impl TableProvider for ViewTable {
             projection,
             state,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    #[test]
+    fn an_append_only_view_keeps_few_batches_and_every_row_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let view = ViewContents::new(schema.clone());
+        for i in 0..5000i64 {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(i * 10..i * 10 + 10))],
+            )
+            .unwrap();
+            let _ = view.append(batch).unwrap();
+        }
+        let snapshot = view.snapshot();
+        assert!(
+            snapshot.len() <= MIN_BATCHES + 16,
+            "{} batches",
+            snapshot.len()
+        );
+        let values: Vec<i64> = snapshot
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(values, (0..50_000).collect::<Vec<_>>());
+        assert_eq!(view.rows_out.load(Ordering::Relaxed), 50_000);
     }
 }
