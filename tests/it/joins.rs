@@ -45,6 +45,8 @@ async fn a_stream_joins_the_table_as_it_is_when_each_row_arrives() {
                  FROM r JOIN sensors s ON r.sensor_id = s.id WHERE s.active; \
              CREATE MATERIALIZED VIEW all_rows AS SELECT r.sensor_id, s.room FROM r \
                  LEFT JOIN sensors s ON r.sensor_id = s.id; \
+             CREATE MATERIALIZED VIEW rooms AS SELECT s.room, count(*) AS n, max(r.temperature) AS hottest \
+                 FROM r JOIN sensors s ON r.sensor_id = s.id GROUP BY s.room; \
              CREATE MATERIALIZED VIEW per_room AS SELECT window_start, room, count(*) AS n \
                  FROM (SELECT r.ts, s.room FROM sensors s JOIN r ON s.id = r.sensor_id) AS j \
                  GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), room",
@@ -117,6 +119,20 @@ async fn a_stream_joins_the_table_as_it_is_when_each_row_arrives() {
             Some("cellar=1".to_string()),
             Some("hall=1".to_string()),
             Some("kitchen=1".to_string())
+        ]
+    );
+    // An updating aggregate over the joined stream.
+    assert_eq!(
+        column(
+            &client,
+            "SELECT room || '=' || n || '/' || CAST(hottest AS INT) FROM rooms ORDER BY room"
+        )
+        .await,
+        vec![
+            Some("attic=1/22".to_string()),
+            Some("cellar=1/24".to_string()),
+            Some("hall=1/21".to_string()),
+            Some("kitchen=2/25".to_string())
         ]
     );
     let plan = column(&client, "EXPLAIN MATERIALIZED VIEW placed").await;
