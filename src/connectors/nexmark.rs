@@ -324,8 +324,12 @@ async fn run(
             }
             let batch = rows.batch(&events)?;
             writer.batch(batch, generator.global_offset()).await?;
-            // Everything due so far is out: answers FLUSH.
-            writer.caught_up().await?;
+            // Everything due so far is out: answers FLUSH. A finite
+            // generator without a rate has every event available at once:
+            // FLUSH waits for the end.
+            if rate.is_some() || limit.is_none() {
+                writer.caught_up().await?;
+            }
             if rate.is_none() {
                 // Unthrottled: let the reader's consumers run between chunks.
                 tokio::task::yield_now().await;

@@ -492,8 +492,9 @@ impl Walk<'_> {
                     (Input::View { name, contents }, full, updating)
                 } else {
                     return Err(unsupported(&format!(
-                        "a materialized view can read sources and other materialized views; \
-                         \"{}\" is a table or a plain view (joins of a source with a table come later)",
+                        "a materialized view reads sources and other materialized views; it reads \
+                         table \"{}\" here (directly or through a plain view). Join a table with \
+                         a stream (FROM source JOIN table ON ...), or use a plain view over tables",
                         scan.table_name
                     )));
                 };
