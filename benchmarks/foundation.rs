@@ -13,9 +13,13 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use runnel::{Config, Database, Output};
-use tokio::net::TcpListener;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::peak_rss_kib;
 
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -54,24 +58,13 @@ async fn main() -> BenchResult<()> {
     figures.push(copy_ingest(&db).await?);
     figures.push(aggregate(&db).await?);
 
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(runnel::server::run(
-        listener,
-        db.clone(),
-        runnel::server::ServerConfig::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let client = connect(port).await?;
+    let server = common::LocalServer::start(&db).await?;
+    let client = connect(server.port).await?;
     figures.push(wire_inserts(&client).await?);
     figures.push(point_queries(&client).await?);
     // Close the connection first so the server's drain does not wait out its grace period.
     drop(client);
-    let _ = stop.send(());
-    server.await?;
+    server.stop().await?;
     db.shutdown().await?;
 
     print_table(&figures, cores);
@@ -280,12 +273,6 @@ where
 }
 
 /// Peak resident set size of this process so far (VmHWM), Linux only.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn print_table(figures: &[Figure], cores: usize) {
     println!("runnel foundation benchmark ({cores} cores available)");
     println!();

@@ -9,8 +9,10 @@
 //! steady rate whose event time follows the wall clock, a 1 s window, and a
 //! poller that notes when each window's row becomes visible to SELECT; the
 //! latency is that moment minus the moment the watermark could first pass
-//! the window's end. This is a program that prints figures: it never
-//! asserts on timing and is not run as a test. See benchmarks/README.md.
+//! the window's end; a SUBSCRIBE client over the wire (tokio-postgres, the
+//! server in this process) notes when each row reaches it, the same way.
+//! This is a program that prints figures: it never asserts on timing and is
+//! not run as a test. See benchmarks/README.md.
 
 use std::error::Error;
 use std::io::Write;
@@ -120,6 +122,8 @@ async fn run() -> BenchResult<()> {
              GROUP BY TUMBLE(ts, INTERVAL '1' SECOND)"
         ))
         .await?;
+    let server = common::LocalServer::start(&db).await?;
+    let subscriber = tokio::spawn(subscribe_latencies(server.port, Instant::now() + WATCH));
     let mut seen = std::collections::BTreeSet::new();
     let mut latencies = Vec::new();
     let until = Instant::now() + WATCH;
@@ -144,18 +148,64 @@ async fn run() -> BenchResult<()> {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    report("window-close to visible to SELECT", latencies);
+    report("window-close to a SUBSCRIBE client", subscriber.await??);
+    server.stop().await?;
+    Ok(())
+}
+
+fn report(what: &str, mut latencies: Vec<Duration>) {
     latencies.sort();
     if latencies.is_empty() {
-        println!("window-close latency: no windows closed in {WATCH:?}");
-    } else {
-        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-        println!(
-            "window-close to visible latency ({RATE} rows/s, 1 s windows, {} windows): p50 {:?}, p99 {:?}, max {:?}",
-            latencies.len(),
-            pick(0.5),
-            pick(0.99),
-            latencies[latencies.len() - 1]
-        );
+        println!("{what}: no windows closed in {WATCH:?}");
+        return;
     }
-    Ok(())
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "{what} latency ({RATE} rows/s, 1 s windows, {} windows): p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        pick(0.5),
+        pick(0.99),
+        latencies[latencies.len() - 1]
+    );
+}
+
+/// Reads `SUBSCRIBE TO live_1s` over the wire until `until`; for each row,
+/// the time it arrived minus its window's end.
+async fn subscribe_latencies(port: u16, until: Instant) -> BenchResult<Vec<Duration>> {
+    use futures::StreamExt;
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=runnel dbname=runnel"),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+    let rows = client
+        .simple_query_raw("SUBSCRIBE TO live_1s WITH (snapshot = false)")
+        .await?;
+    futures::pin_mut!(rows);
+    let mut latencies = Vec::new();
+    let mut first = true;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(Some(message)) = tokio::time::timeout(left, rows.next()).await else {
+            break;
+        };
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message? {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros() as i64;
+            let end = chrono::NaiveDateTime::parse_from_str(
+                row.get(0).unwrap_or_default(),
+                "%Y-%m-%d %H:%M:%S%.f",
+            )?
+            .and_utc()
+            .timestamp_micros();
+            // The first window may have started before the source did.
+            if !first {
+                latencies.push(Duration::from_micros((now - end).max(0) as u64));
+            }
+            first = false;
+        }
+    }
+    // Dropping the stream and the client ends the subscription.
+    Ok(latencies)
 }

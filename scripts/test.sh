@@ -10,7 +10,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 venv_dir="$repo_root/.venv-test"
-python_packages=("psycopg[binary]" "psycopg2-binary" "sqlalchemy")
+python_packages=("psycopg[binary]" "psycopg2-binary" "sqlalchemy" "duckdb" "pyarrow")
 
 log() {
     echo "==> $*"
@@ -52,7 +52,7 @@ find_python() {
 
 venv_ready() {
     [[ -x "$venv_dir/bin/python" ]] &&
-        "$venv_dir/bin/python" -c 'import psycopg, psycopg2, sqlalchemy' >/dev/null 2>&1
+        "$venv_dir/bin/python" -c 'import psycopg, psycopg2, sqlalchemy, duckdb, pyarrow' >/dev/null 2>&1
 }
 
 ensure_python_venv() {
@@ -73,7 +73,7 @@ ensure_python_venv() {
     log "installing ${python_packages[*]} into $venv_dir"
     "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
     venv_ready || {
-        echo "error: the venv at $venv_dir still cannot import psycopg, psycopg2 and sqlalchemy" >&2
+        echo "error: the venv at $venv_dir still cannot import psycopg, psycopg2, sqlalchemy, duckdb and pyarrow" >&2
         exit 1
     }
 }

@@ -21,7 +21,10 @@
 //!   TCP, generators → Arrow         inputs (sources, views) ─▶ merge ─▶ key groups
 //!                                   operators/ filter, project, windows, sessions,
 //!                                   updating aggregates, joins ──▶ view rows + feed
-//!                                   (SUBSCRIBE, views on views)
+//!                                   (SUBSCRIBE, views on views, sinks)
+//!                                       │
+//!                                       ▼
+//!                     connectors/sinks/ Parquet files (hidden temporary, fsync, rename)
 //! ```
 //!
 //! Module map:
@@ -31,7 +34,8 @@
 //! - [`catalog`]: objects by kind, persisted definitions, the PostgreSQL
 //!   catalog views clients query, and runnel's system tables.
 //! - [`storage`]: table rows on disk.
-//! - [`connectors`]: sources: transports, formats, event time, bad input.
+//! - [`connectors`]: sources: transports, formats, event time, bad input;
+//!   sinks: continuous results into Parquet files.
 //! - [`stream`]: the streaming model and the dataflow runtime.
 //! - [`operators`]: one streaming operator per file.
 //! - [`planner`]: DataFusion's logical plan to a streaming plan.

@@ -1,5 +1,7 @@
-//! Process figures shared by the benchmark programs: CPU time and peak
-//! memory, read from /proc (Linux).
+//! What the benchmark programs share: CPU time and peak memory, read from
+//! /proc (Linux), and a server in the process for measuring over the wire.
+//! Each program uses a part of it.
+#![allow(dead_code)]
 
 /// User + system CPU time of this process, in seconds.
 pub fn cpu_seconds() -> f64 {
@@ -32,4 +34,37 @@ pub fn peak_rss_kib() -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// A runnel server on a free loopback port, in this process, for
+/// benchmarks that measure over the wire.
+pub struct LocalServer {
+    pub port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalServer {
+    pub async fn start(db: &runnel::Database) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runnel::server::run(
+            listener,
+            db.clone(),
+            runnel::server::ServerConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(LocalServer { port, stop, task })
+    }
+
+    /// Stops accepting and waits for the connections to drain; close the
+    /// clients first so the drain does not wait out its grace period.
+    pub async fn stop(self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = self.stop.send(());
+        self.task.await?;
+        Ok(())
+    }
 }

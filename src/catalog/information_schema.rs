@@ -511,7 +511,8 @@ mod tests {
 +--------------------+------------+---------+
 | table_name         | table_type | columns |
 +--------------------+------------+---------+
-| materialized_views | BASE TABLE | 9       |
+| materialized_views | BASE TABLE | 12      |
+| sinks              | BASE TABLE | 16      |
 | source_errors      | BASE TABLE | 7       |
 | sources            | BASE TABLE | 15      |
 +--------------------+------------+---------+";

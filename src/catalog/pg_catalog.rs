@@ -670,6 +670,7 @@ ORDER BY 1,2;"#,
 | relname            | kind   | visible |
 +--------------------+--------+---------+
 | materialized_views |        | false   |
+| sinks              |        | false   |
 | snk                | sink   | true    |
 | source_errors      |        | false   |
 | sources            |        | false   |

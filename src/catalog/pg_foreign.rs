@@ -60,11 +60,18 @@ fn options_array(rows: impl IntoIterator<Item = Option<Vec<String>>>) -> ArrayRe
     Arc::new(builder.finish())
 }
 
-/// The server a connector's sources belong to.
-fn server_oid(connector: &str) -> Option<i32> {
+/// Every server: the source connectors, then the sink connectors.
+fn servers() -> impl Iterator<Item = &'static str> {
     CONNECTORS
         .iter()
-        .position(|c| *c == connector)
+        .chain(crate::connectors::sinks::SINK_CONNECTORS)
+        .copied()
+}
+
+/// The server a connector's sources (or sinks) belong to.
+fn server_oid(connector: &str) -> Option<i32> {
+    servers()
+        .position(|c| c == connector)
         .map(|i| SERVER_OID_BASE + i as i32)
 }
 
@@ -150,7 +157,28 @@ fn sources_by_oid(
     Ok(found)
 }
 
-/// `pg_foreign_table`: one row per source.
+/// The sinks of `catalog` by relation OID: (oid, `ftoptions`).
+fn sinks_by_oid(
+    catalog: &Catalog,
+    classes: &RecordBatch,
+    namespaces: &RecordBatch,
+) -> DfResult<Vec<(i32, Vec<String>)>> {
+    let by_name: HashMap<String, Vec<String>> = super::system::sinks(catalog)
+        .into_iter()
+        .map(|s| {
+            let options = s.spec.options.iter().map(|(k, v)| format!("{k}={v}"));
+            (s.spec.name.clone(), options.collect())
+        })
+        .collect();
+    let mut found: Vec<(i32, Vec<String>)> = public_relations(classes, namespaces)?
+        .into_iter()
+        .filter_map(|(oid, name)| Some((oid, by_name.get(&name)?.clone())))
+        .collect();
+    found.sort_by_key(|(oid, _)| *oid);
+    Ok(found)
+}
+
+/// `pg_foreign_table`: one row per source and per sink.
 pub(super) fn foreign_tables(
     catalog: Arc<Catalog>,
     classes: Arc<dyn TableProvider>,
@@ -166,16 +194,25 @@ pub(super) fn foreign_tables(
         schema,
         vec![classes, namespaces],
         Arc::new(move |inputs| {
-            let found = sources_by_oid(&catalog, &inputs[0], &inputs[1])?;
+            let mut found: Vec<(i32, Option<i32>, Vec<String>)> =
+                sources_by_oid(&catalog, &inputs[0], &inputs[1])?
+                    .into_iter()
+                    .map(|(oid, spec)| (oid, server_oid(&spec.connector), table_options(&spec)))
+                    .collect();
+            found.extend(
+                sinks_by_oid(&catalog, &inputs[0], &inputs[1])?
+                    .into_iter()
+                    .map(|(oid, options)| (oid, server_oid("parquet"), options)),
+            );
             let columns: Vec<ArrayRef> = vec![
-                Arc::new(found.iter().map(|(oid, _)| *oid).collect::<Int32Array>()),
+                Arc::new(found.iter().map(|(oid, _, _)| *oid).collect::<Int32Array>()),
                 Arc::new(
                     found
                         .iter()
-                        .map(|(_, spec)| server_oid(&spec.connector))
+                        .map(|(_, server, _)| *server)
                         .collect::<Int32Array>(),
                 ),
-                options_array(found.iter().map(|(_, spec)| Some(table_options(spec)))),
+                options_array(found.into_iter().map(|(_, _, options)| Some(options))),
             ];
             Ok(RecordBatch::try_new(out.clone(), columns)?)
         }),
@@ -199,14 +236,14 @@ pub(super) fn foreign_servers() -> ComputedTable {
         schema,
         Vec::new(),
         Arc::new(move |_| {
-            let n = CONNECTORS.len();
+            let n = servers().count();
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(
                     (0..n)
                         .map(|i| SERVER_OID_BASE + i as i32)
                         .collect::<Int32Array>(),
                 ),
-                Arc::new(StringArray::from_iter_values(CONNECTORS.iter())),
+                Arc::new(StringArray::from_iter_values(servers())),
                 Arc::new(Int32Array::from(vec![OWNER_OID; n])),
                 Arc::new(Int32Array::from(vec![FDW_OID; n])),
                 Arc::new(StringArray::new_null(n)),

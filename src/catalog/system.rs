@@ -72,6 +72,7 @@ pub const SYSTEM_SCHEMA: &str = "runnel_catalog";
 const SOURCES: &str = "sources";
 const SOURCE_ERRORS: &str = "source_errors";
 const MATERIALIZED_VIEWS: &str = "materialized_views";
+const SINKS: &str = "sinks";
 
 /// The `runnel_catalog` schema.
 #[derive(Debug)]
@@ -90,6 +91,7 @@ impl SystemSchema {
 pub fn system_tables() -> Vec<(&'static str, SchemaRef)> {
     vec![
         (MATERIALIZED_VIEWS, views_schema()),
+        (SINKS, crate::connectors::sinks::sinks_schema()),
         (SOURCE_ERRORS, source_errors_schema()),
         (SOURCES, sources_schema()),
     ]
@@ -121,6 +123,11 @@ impl SchemaProvider for SystemSchema {
                 views_schema(),
                 Vec::new(),
                 Arc::new(move |_| views_rows(&catalog)),
+            ),
+            SINKS => ComputedTable::new(
+                crate::connectors::sinks::sinks_schema(),
+                Vec::new(),
+                Arc::new(move |_| crate::connectors::sinks::sinks_rows(&sinks(&catalog))),
             ),
             _ => return Ok(None),
         };
@@ -184,6 +191,21 @@ pub(super) fn sources(catalog: &Catalog) -> Vec<(Entry, Arc<SourceRuntime>)> {
                 (e.provider.as_ref() as &dyn std::any::Any).downcast_ref::<SourceTable>()?;
             let runtime = table.runtime().clone();
             Some((e, runtime))
+        })
+        .collect()
+}
+
+/// The running sinks of the catalog, in name order (`runnel_catalog.sinks`
+/// is documented in connectors/sinks/system.rs).
+pub(super) fn sinks(catalog: &Catalog) -> Vec<Arc<crate::connectors::sinks::SinkRuntime>> {
+    catalog
+        .entries()
+        .into_iter()
+        .filter_map(|e| {
+            let provider: &dyn TableProvider = e.provider.as_ref();
+            (provider as &dyn std::any::Any)
+                .downcast_ref::<crate::connectors::sinks::SinkTable>()
+                .map(|t| t.runtime().clone())
         })
         .collect()
 }

@@ -15,12 +15,14 @@ mod datagen;
 mod file;
 mod format;
 mod kafka;
+mod live_filter;
 mod nexmark;
 mod options;
 mod reader;
 mod records;
 mod runtime;
 mod scan;
+pub mod sinks;
 mod tcp;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ use datafusion::execution::context::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
 
 pub use format::{Format, RecordDecoder};
+pub use live_filter::{LiveFilterExec, unbatched_filters};
 pub use options::{Options, invalid, parse_bool, parse_duration};
 pub use reader::{FlushRequests, SourceReader};
 pub use records::RawRecords;

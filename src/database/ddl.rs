@@ -15,6 +15,32 @@ use crate::sql::ObjectKind;
 use crate::storage::{StoredTable, TableHandle};
 
 impl Session {
+    /// Checks that `name` is free for a CREATE `tag`: `Ok(None)` when it
+    /// is, `Ok(Some(..))` (a notice, nothing created) for IF NOT EXISTS,
+    /// 42P07 otherwise.
+    pub(super) fn name_is_free(
+        &self,
+        name: &str,
+        if_not_exists: bool,
+        tag: &str,
+    ) -> Result<Option<Output>> {
+        let Some(existing) = self.db.catalog().get(name) else {
+            return Ok(None);
+        };
+        if if_not_exists {
+            return Ok(Some(Output::Command(Command::new(tag).with_notice(
+                format!("relation \"{name}\" already exists, skipping"),
+            ))));
+        }
+        Err(Error::catalog(
+            CatalogErrorKind::DuplicateTable,
+            format!(
+                "relation \"{name}\" already exists (as a {})",
+                existing.def.kind
+            ),
+        ))
+    }
+
     pub(super) async fn create_table(
         &mut self,
         statement: &ast::Statement,

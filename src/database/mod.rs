@@ -11,12 +11,14 @@ mod ddl;
 mod demo;
 mod functions;
 mod hop;
-pub(crate) mod session;
 mod output;
+pub(crate) mod session;
 mod settings;
 mod show;
+mod sinks;
 use show::{objects_schema, show_all_schema, show_schema};
 mod sources;
+mod subscribe;
 mod types;
 mod views;
 
@@ -82,6 +84,8 @@ struct Shared {
     template: SessionState,
     /// The running dataflow of each materialized view, by name.
     dataflows: std::sync::Mutex<HashMap<String, Arc<crate::stream::Dataflow>>>,
+    /// The running sinks, by name.
+    sinks: std::sync::Mutex<HashMap<String, Arc<crate::connectors::sinks::SinkRuntime>>>,
     /// FLUSH tickets, increasing.
     flush_ticket: std::sync::atomic::AtomicU64,
 }
@@ -123,6 +127,7 @@ impl Database {
                 parser: Parser::new(),
                 template,
                 dataflows: std::sync::Mutex::new(HashMap::new()),
+                sinks: std::sync::Mutex::new(HashMap::new()),
                 flush_ticket: std::sync::atomic::AtomicU64::new(0),
             }),
         };
@@ -188,11 +193,31 @@ impl Database {
         }
     }
 
-    /// Stops a dropped view's dataflow (dropping it aborts its tasks).
+    /// Stops a dropped view's dataflow (dropping it aborts its tasks), or a
+    /// dropped sink.
     fn forget_dataflow(&self, name: &str) {
         if let Ok(mut flows) = self.shared.dataflows.lock() {
             flows.remove(name);
         }
+        if let Ok(mut sinks) = self.shared.sinks.lock()
+            && let Some(sink) = sinks.remove(name)
+        {
+            sink.stop();
+        }
+    }
+
+    fn register_sink(&self, name: &str, sink: Arc<crate::connectors::sinks::SinkRuntime>) {
+        if let Ok(mut sinks) = self.shared.sinks.lock() {
+            sinks.insert(name.to_string(), sink);
+        }
+    }
+
+    fn sink_handles(&self) -> Vec<Arc<crate::connectors::sinks::SinkRuntime>> {
+        self.shared
+            .sinks
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn dataflow_handles(&self) -> Vec<Arc<crate::stream::Dataflow>> {
@@ -234,6 +259,14 @@ impl Database {
                     self.register_dataflow(&def.name, dataflow);
                     Arc::new(crate::operators::ViewTable::new(contents))
                 }
+                (ObjectKind::Sink, Statement::CreateSink(create)) => {
+                    let (runtime, _) = session.build_sink(&create, def.id, false).await?;
+                    self.register_sink(&def.name, runtime.clone());
+                    Arc::new(crate::connectors::sinks::SinkTable::new(runtime))
+                }
+                (ObjectKind::Table, Statement::CreateExternalTable(create)) => {
+                    session.build_external_table(&create).await?
+                }
                 (ObjectKind::Source, Statement::CreateSource(create)) => {
                     Arc::new(crate::connectors::SourceTable::new(
                         session.build_source(&create, false).await?,
@@ -263,8 +296,17 @@ fn build_state(config: &Config, catalog: &Arc<Catalog>) -> Result<SessionState> 
         .with_create_default_catalog_and_schema(true)
         .with_information_schema(false)
         .with_target_partitions(config.target_partitions);
+    // No cache of file listings: a sink's new files must show in the next
+    // query of its archive.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()?;
     let state = SessionStateBuilder::new()
         .with_config(session_config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
@@ -362,8 +404,10 @@ struct Cursor {
     /// Behind a mutex only so that `Session` is `Sync`; always reached
     /// through `get_mut`.
     stream: tokio::sync::Mutex<SendableRecordBatchStream>,
-    /// Rows fetched from the stream but not yet returned.
-    pending: Option<RecordBatch>,
+    /// Rows read from the stream but not yet returned: a FETCH interrupted
+    /// while it waits for more rows (a cursor over a live source or a
+    /// SUBSCRIBE) loses none of them.
+    pending: std::collections::VecDeque<RecordBatch>,
 }
 
 /// One client's conversation with the database.
@@ -464,6 +508,10 @@ impl Session {
             Statement::CreateTable(s) => self.create_table(s, &statement.sql).await,
             Statement::CreateView(s) => self.create_view(s, &statement.sql).await,
             Statement::CreateSource(s) => self.create_source(s, &statement.sql).await,
+            Statement::CreateSink(s) => self.create_sink(s, &statement.sql).await,
+            Statement::CreateExternalTable(s) => {
+                self.create_external_table(s, &statement.sql).await
+            }
             Statement::Drop(d) => self.drop_objects(d).await,
             Statement::CopyFrom(c) => Ok(Output::CopyIn(CopyIn::try_new(self, c)?)),
             Statement::CopyTo(c) => self.copy_to(c).await,
@@ -487,14 +535,19 @@ impl Session {
             Statement::Commit => Ok(Output::TransactionEnd("COMMIT".into())),
             Statement::Rollback => Ok(Output::TransactionEnd("ROLLBACK".into())),
             Statement::DeclareCursor { name, query } => {
-                let plan = self.plan(ast::Statement::Query(query.clone())).await?;
-                let rows = self.run_query(plan).await?;
+                let rows = match query {
+                    crate::sql::CursorQuery::Select(q) => {
+                        let plan = self.plan(ast::Statement::Query(q.clone())).await?;
+                        self.run_query(plan).await?
+                    }
+                    crate::sql::CursorQuery::Subscribe(s) => self.subscribe(s)?,
+                };
                 self.cursors.insert(
                     name.clone(),
                     Cursor {
                         schema: rows.schema.clone(),
                         stream: tokio::sync::Mutex::new(rows.stream),
-                        pending: None,
+                        pending: std::collections::VecDeque::new(),
                     },
                 );
                 Ok(Output::Command(Command::new("DECLARE CURSOR")))
@@ -510,6 +563,7 @@ impl Session {
                 Ok(Output::Command(Command::new("CLOSE CURSOR")))
             }
             Statement::Flush => self.flush().await,
+            Statement::Subscribe(s) => self.subscribe(s).map(Output::Rows),
             Statement::ExplainMaterializedView(target) => {
                 self.explain_materialized_view(target).await
             }
@@ -565,6 +619,8 @@ impl Session {
                 .enable_round_robin_repartition = false;
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
             let physical = state.create_physical_plan(&plan).await?;
+            // A filter must not hold matching rows back to fill a batch.
+            let physical = crate::connectors::unbatched_filters(physical)?;
             let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
             return Ok(Rows::new(schema, stream, "SELECT"));
         }
@@ -577,6 +633,12 @@ impl Session {
     async fn copy_to(&mut self, copy: &crate::sql::CopyTo) -> Result<Output> {
         let query = match &copy.source {
             crate::sql::CopySource::Query(q) => ast::Statement::Query(q.clone()),
+            crate::sql::CopySource::Subscribe(s) => {
+                return Ok(Output::CopyOut(CopyOut {
+                    rows: self.subscribe(s)?,
+                    format: copy.format.clone(),
+                }));
+            }
             crate::sql::CopySource::Table { name, columns } => {
                 let cols = if columns.is_empty() {
                     "*".to_string()
@@ -662,6 +724,7 @@ impl Session {
             Statement::Show { name } if name.eq_ignore_ascii_case("all") => Some(show_all_schema()),
             Statement::Show { name } => Some(show_schema(name)),
             Statement::ShowObjects(_) => Some(objects_schema()),
+            Statement::Subscribe(s) => Some(self.subscribe_schema(s)?),
             Statement::ExplainMaterializedView(_) => Some(Arc::new(Schema::new(vec![Field::new(
                 "QUERY PLAN",
                 DataType::Utf8,
@@ -686,22 +749,31 @@ impl Session {
 
     async fn fetch(&mut self, name: &str, count: Option<u64>) -> Result<Output> {
         let cursor = self.cursors.get_mut(name).ok_or_else(|| no_cursor(name))?;
-        let mut wanted = count.map(|c| c as usize).unwrap_or(usize::MAX);
+        let wanted = count.map(|c| c as usize).unwrap_or(usize::MAX);
+        let mut buffered: usize = cursor.pending.iter().map(RecordBatch::num_rows).sum();
+        while buffered < wanted {
+            match cursor.stream.get_mut().next().await {
+                Some(batch) => {
+                    let batch = batch?;
+                    buffered += batch.num_rows();
+                    cursor.pending.push_back(batch);
+                }
+                None => break,
+            }
+        }
         let mut out = Vec::new();
-        while wanted > 0 {
-            let batch = match cursor.pending.take() {
-                Some(b) => b,
-                None => match cursor.stream.get_mut().next().await {
-                    Some(b) => b?,
-                    None => break,
-                },
-            };
-            if batch.num_rows() > wanted {
-                out.push(batch.slice(0, wanted));
-                cursor.pending = Some(batch.slice(wanted, batch.num_rows() - wanted));
-                wanted = 0;
+        let mut left = wanted;
+        while left > 0
+            && let Some(batch) = cursor.pending.pop_front()
+        {
+            if batch.num_rows() > left {
+                out.push(batch.slice(0, left));
+                cursor
+                    .pending
+                    .push_front(batch.slice(left, batch.num_rows() - left));
+                left = 0;
             } else {
-                wanted -= batch.num_rows();
+                left -= batch.num_rows();
                 out.push(batch);
             }
         }

@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::parser::Parser as SqlParser;
 use super::{Command, Output, Session};
 use crate::catalog::{Definition, Entry};
 use crate::connectors::{SourceRuntime, SourceSpec, SourceTable};
-use crate::error::{CatalogErrorKind, Error, Result};
+use crate::error::Result;
 use crate::sql::{CreateSource, ObjectKind};
 
 impl Session {
@@ -23,19 +23,10 @@ impl Session {
         sql: &str,
     ) -> Result<Output> {
         let catalog = self.database().catalog().clone();
-        if let Some(existing) = catalog.get(&create.name) {
-            if create.if_not_exists {
-                return Ok(Output::Command(Command::new("CREATE SOURCE").with_notice(
-                    format!("relation \"{}\" already exists, skipping", create.name),
-                )));
-            }
-            return Err(Error::catalog(
-                CatalogErrorKind::DuplicateTable,
-                format!(
-                    "relation \"{}\" already exists (as a {})",
-                    create.name, existing.def.kind
-                ),
-            ));
+        if let Some(skip) =
+            self.name_is_free(&create.name, create.if_not_exists, "CREATE SOURCE")?
+        {
+            return Ok(skip);
         }
         let runtime = self.build_source(create, true).await?;
         catalog.create(Entry {

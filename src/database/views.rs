@@ -29,20 +29,10 @@ impl Session {
         };
         let name = object_name(&create.name)?;
         let catalog = self.database().catalog().clone();
-        if let Some(existing) = catalog.get(&name) {
-            if create.if_not_exists {
-                return Ok(Output::Command(
-                    Command::new("CREATE MATERIALIZED VIEW")
-                        .with_notice(format!("relation \"{name}\" already exists, skipping")),
-                ));
-            }
-            return Err(Error::catalog(
-                CatalogErrorKind::DuplicateTable,
-                format!(
-                    "relation \"{name}\" already exists (as a {})",
-                    existing.def.kind
-                ),
-            ));
+        if let Some(skip) =
+            self.name_is_free(&name, create.if_not_exists, "CREATE MATERIALIZED VIEW")?
+        {
+            return Ok(skip);
         }
         let (contents, dataflow) = self.build_materialized_view(statement).await?;
         let depends_on = statement_relations(statement)
@@ -96,6 +86,29 @@ impl Session {
         Ok((contents, dataflow))
     }
 
+    /// The contents of materialized view `name`: 42P01 when nothing has that
+    /// name, 42809 with `not_a_view`'s message when it is something else.
+    pub(super) fn materialized_view(
+        &self,
+        name: &str,
+        not_a_view: impl FnOnce(ObjectKind) -> String,
+    ) -> Result<Arc<ViewContents>> {
+        let entry = self.database().catalog().get(name).ok_or_else(|| {
+            Error::catalog(
+                CatalogErrorKind::UndefinedTable,
+                format!("relation \"{name}\" does not exist"),
+            )
+        })?;
+        let provider: &dyn datafusion::catalog::TableProvider = entry.provider.as_ref();
+        let view = (provider as &dyn std::any::Any)
+            .downcast_ref::<ViewTable>()
+            .ok_or_else(|| Error::Plan {
+                sqlstate: "42809",
+                message: not_a_view(entry.def.kind),
+            })?;
+        Ok(view.contents().clone())
+    }
+
     /// Plans a view's query (with its WITH options) for streaming.
     async fn stream_plan(&self, create: &ast::CreateView) -> Result<crate::planner::StreamPlan> {
         let options = view_options(&create.options)?;
@@ -114,27 +127,10 @@ impl Session {
     ) -> Result<Output> {
         let lines = match target {
             crate::sql::ExplainTarget::Existing(name) => {
-                let entry = self.database().catalog().get(name).ok_or_else(|| {
-                    Error::catalog(
-                        CatalogErrorKind::UndefinedTable,
-                        format!("materialized view \"{name}\" does not exist"),
-                    )
+                let view = self.materialized_view(name, |kind| {
+                    format!("\"{name}\" is a {kind}, not a materialized view")
                 })?;
-                let provider: &dyn datafusion::catalog::TableProvider = entry.provider.as_ref();
-                let view = (provider as &dyn std::any::Any)
-                    .downcast_ref::<ViewTable>()
-                    .ok_or_else(|| Error::Plan {
-                        sqlstate: "42809",
-                        message: format!(
-                            "\"{name}\" is a {}, not a materialized view",
-                            entry.def.kind
-                        ),
-                    })?;
-                view.contents()
-                    .graph
-                    .lock()
-                    .map(|g| g.clone())
-                    .unwrap_or_default()
+                view.graph.lock().map(|g| g.clone()).unwrap_or_default()
             }
             crate::sql::ExplainTarget::Create(statement) => {
                 let ast::Statement::CreateView(create) = statement.as_ref() else {
@@ -168,14 +164,25 @@ impl Session {
         let db = self.database();
         let ticket = db.shared.flush_ticket.fetch_add(1, Ordering::SeqCst) + 1;
         let flows = db.dataflow_handles();
+        let sinks = db.sink_handles();
         // Ask every view first: a view on a view waits for its upstream's
         // ticket to travel through the upstream's feed.
         for flow in &flows {
             flow.request_flush(ticket);
         }
-        for flow in flows {
-            flow.wait_flushed(ticket).await?;
+        for sink in &sinks {
+            sink.request_flush(ticket);
         }
+        // A sink that cannot commit holds its view back; its failure ends
+        // the wait instead of leaving FLUSH hanging.
+        let views = async {
+            for flow in flows {
+                flow.wait_flushed(ticket).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let sinks = futures::future::try_join_all(sinks.iter().map(|s| s.wait_flushed(ticket)));
+        futures::future::try_join(views, sinks).await?;
         Ok(Output::Command(Command::new("FLUSH")))
     }
 }

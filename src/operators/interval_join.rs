@@ -43,6 +43,9 @@ pub struct IntervalLayout {
     pub hi: i64,
 }
 
+/// Probe rows and, for each, a partner as (batch position, row).
+type Matches = (Vec<u32>, Vec<(usize, usize)>);
+
 /// One side's rows (keys, then the side's columns) and their index.
 #[derive(Default)]
 struct SideStore {
@@ -106,11 +109,7 @@ impl SideStore {
     }
 
     /// For each probe row, its partners: (probe row, (batch position, row)).
-    fn probe(
-        &self,
-        converter: &RowConverter,
-        keys: &[ArrayRef],
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    fn probe(&self, converter: &RowConverter, keys: &[ArrayRef]) -> Result<Matches> {
         let rows = converter.convert_columns(keys)?;
         let mut probe = Vec::new();
         let mut partners = Vec::new();

@@ -8,7 +8,6 @@ use bytes::BufMut;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, stream};
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -16,12 +15,12 @@ use pgwire::api::results::{
     CopyCsvOptions, CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::CopyData;
 use pgwire::messages::data::DataRow;
 use pgwire::types::ToSqlText;
 use pgwire::types::format::FormatOptions;
 use postgres_types::{IsNull, ToSql, to_sql_checked};
 
-use super::error::to_pg_error;
 use crate::sql::CopyFormat;
 
 /// Field metadata marking a jsonb column (json columns carry only the
@@ -281,84 +280,97 @@ fn encode_jsonb(
     )
 }
 
-/// Turns a stream of batches into a stream of DataRows, stopping with an
-/// error when `interrupt` fires.
+/// Turns a stream of batches into a stream of DataRows (for a portal that
+/// hands out rows `max_rows` at a time).
 pub fn row_stream(
     fields: Arc<Vec<FieldInfo>>,
-    batches: SendableRecordBatchStream,
+    batches: impl Stream<Item = PgWireResult<RecordBatch>> + Send + 'static,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     batches.flat_map(move |batch| {
         let rows = match batch {
             Ok(batch) => encode_batch(&fields, &batch),
-            Err(e) => vec![Err(to_pg_error(&crate::Error::from(e)))],
+            Err(e) => vec![Err(e)],
         };
         stream::iter(rows)
     })
 }
 
-/// Turns a stream of batches into COPY rows (one CopyData per row).
-pub fn copy_stream(
+/// Encodes batches as COPY ... TO STDOUT data: one CopyData per row.
+pub struct CopyRows {
     fields: Arc<Vec<FieldInfo>>,
-    batches: SendableRecordBatchStream,
-    format: &CopyFormat,
-) -> impl Stream<Item = PgWireResult<pgwire::messages::copy::CopyData>> + Send + 'static {
-    let delimiter = (format.delimiter as char).to_string();
-    let mut encoder = if format.csv {
-        CopyEncoder::new_csv(
-            fields.clone(),
-            CopyCsvOptions {
-                delimiter: delimiter.into(),
-                quote: (format.quote as char).to_string().into(),
-                escape: (format.escape as char).to_string().into(),
-                null_string: format.null.clone().into(),
-                force_quote: vec![],
-            },
-        )
-    } else {
-        CopyEncoder::new_text(
-            fields.clone(),
-            CopyTextOptions {
-                delimiter: delimiter.into(),
-                null_string: format.null.clone().into(),
-            },
-        )
-    };
-    let header = format.header.then(|| {
-        let names: Vec<String> = fields.iter().map(|f| f.name().to_string()).collect();
-        let mut line = names.join(&(format.delimiter as char).to_string());
-        line.push('\n');
-        Ok(pgwire::messages::copy::CopyData::new(
-            line.into_bytes().into(),
-        ))
-    });
-    let rows = batches.flat_map(move |batch| {
-        let out: Vec<PgWireResult<pgwire::messages::copy::CopyData>> = match batch {
-            Ok(batch) => {
-                let schema = batch.schema();
-                let mut out = Vec::with_capacity(batch.num_rows());
-                for row in 0..batch.num_rows() {
-                    let mut result = Ok(());
-                    for (col, array) in batch.columns().iter().enumerate() {
-                        result = arrow_pg::encoder::encode_value(
-                            &mut encoder,
-                            array,
-                            row,
-                            schema.field(col),
-                            &fields[col],
-                        );
-                        if result.is_err() {
-                            break;
-                        }
-                    }
-                    out.push(result.map(|_| encoder.take_copy()));
-                }
-                out
-            }
-            Err(e) => vec![Err(to_pg_error(&crate::Error::from(e)))],
+    encoder: CopyEncoder,
+    /// The header line, until it is taken.
+    header: Option<CopyData>,
+}
+
+impl CopyRows {
+    pub fn new(fields: Arc<Vec<FieldInfo>>, format: &CopyFormat) -> Self {
+        let delimiter = (format.delimiter as char).to_string();
+        let encoder = if format.csv {
+            CopyEncoder::new_csv(
+                fields.clone(),
+                CopyCsvOptions {
+                    delimiter: delimiter.clone().into(),
+                    quote: (format.quote as char).to_string().into(),
+                    escape: (format.escape as char).to_string().into(),
+                    null_string: format.null.clone().into(),
+                    force_quote: vec![],
+                },
+            )
+        } else {
+            CopyEncoder::new_text(
+                fields.clone(),
+                CopyTextOptions {
+                    delimiter: delimiter.clone().into(),
+                    null_string: format.null.clone().into(),
+                },
+            )
         };
-        stream::iter(out)
-    });
-    stream::iter(header).chain(rows)
+        let header = format.header.then(|| {
+            let names: Vec<String> = fields.iter().map(|f| f.name().to_string()).collect();
+            let mut line = names.join(&delimiter);
+            line.push('\n');
+            CopyData::new(line.into_bytes().into())
+        });
+        CopyRows {
+            fields,
+            encoder,
+            header,
+        }
+    }
+
+    /// The header line (once), when the format asks for one.
+    pub fn header(&mut self) -> Option<CopyData> {
+        self.header.take()
+    }
+
+    /// The rows of `batch`; timestamps and times as in result rows.
+    pub fn encode(&mut self, batch: &RecordBatch) -> PgWireResult<Vec<CopyData>> {
+        let schema = batch.schema();
+        let temporal: Vec<Option<TemporalText>> = batch
+            .columns()
+            .iter()
+            .zip(self.fields.iter())
+            .map(|(array, field)| TemporalText::try_new(array, field))
+            .collect();
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            for (col, array) in batch.columns().iter().enumerate() {
+                match &temporal[col] {
+                    Some(t) => self.encoder.encode_field(&t.text(row))?,
+                    None => arrow_pg::encoder::encode_value(
+                        &mut self.encoder,
+                        array,
+                        row,
+                        schema.field(col),
+                        &self.fields[col],
+                    )?,
+                }
+            }
+            out.push(self.encoder.take_copy());
+        }
+        Ok(out)
+    }
 }
 
 /// Every value of `batch` in PostgreSQL's text format, exactly as a client

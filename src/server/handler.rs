@@ -2,9 +2,11 @@
 //! protocol both parse with the database's one parser and run statements
 //! through the connection's [`Session`]; COPY data flows through here too.
 //!
-//! Every running statement can be interrupted by a CancelRequest or the
-//! session's statement_timeout, both while it is planned and while its rows
-//! stream to the client.
+//! Every running statement can be interrupted by a CancelRequest, the
+//! session's statement_timeout or the client going away, both while it is
+//! planned and while its rows stream to the client. Rows and COPY data are
+//! sent by `send`, which writes each batch out as it is produced; the simple
+//! protocol answers each statement before running the next.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -13,33 +15,48 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Sink, SinkExt, StreamExt, stream};
-use pgwire::api::DEFAULT_NAME;
-use pgwire::api::copy::CopyHandler;
+use pgwire::api::copy::{CopyHandler, send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+    send_ready_for_query,
+};
+use pgwire::api::results::{CopyResponse, FieldInfo, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{Parse, ParseComplete};
-use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::types::format::FormatOptions;
 
 use super::Connection;
-use super::encode::{copy_stream, pg_fields, row_stream};
+use super::encode::{CopyRows, pg_fields};
 use super::error::{from_pg_error, to_pg_error};
-use crate::database::{Output, rows_from_batches};
+use super::send::{Batches, CopySet, RowSet, send_copy_out, send_rows};
+use crate::database::Output;
 use crate::error::Error;
 use crate::sql::{ParsedStatement, Statement};
 
 /// Resolves with the reason when the running statement must stop.
 type Interrupt = Shared<BoxFuture<'static, &'static str>>;
+
+/// What one statement gives the client.
+enum Reply {
+    /// A response pgwire sends as it is.
+    Done(Response),
+    /// Rows, sent as they are produced.
+    Rows(RowSet),
+    /// COPY TO STDOUT data, sent as it is produced.
+    CopyOut(CopySet),
+}
 
 /// A statement prepared by the extended protocol's Parse.
 #[derive(Clone, Debug)]
@@ -56,7 +73,8 @@ pub struct Prepared {
 }
 
 impl Connection {
-    /// A future that fires on CancelRequest or statement_timeout.
+    /// A future that fires on CancelRequest, statement_timeout or the
+    /// client closing the connection.
     async fn interrupt(&self, timeout: Option<std::time::Duration>) -> Interrupt {
         let handle = self
             .cancel
@@ -67,6 +85,7 @@ impl Connection {
             Some(handle) => Some(handle.start_query().await),
             None => None,
         };
+        let hangup = self.hangup.clone();
         async move {
             let canceled = async move {
                 if let Some(rx) = cancel
@@ -76,29 +95,36 @@ impl Connection {
                 }
                 futures::future::pending().await
             };
-            match timeout {
-                Some(t) => tokio::select! {
-                    r = canceled => r,
-                    _ = tokio::time::sleep(t) => "statement timeout",
-                },
-                None => canceled.await,
+            let timed_out = async move {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => futures::future::pending().await,
+                }
+                "statement timeout"
+            };
+            let gone = async move {
+                hangup.closed().await;
+                "the client disconnecting"
+            };
+            tokio::select! {
+                r = canceled => r,
+                r = timed_out => r,
+                r = gone => r,
             }
         }
         .boxed()
         .shared()
     }
 
-    /// Runs one statement and turns its output into a pgwire response.
-    /// `materialize` reads all rows now (for statements that are not the last
-    /// of a multi-statement query, so that statements take effect in order).
+    /// Runs one statement and says what to send the client. Rows are not
+    /// read yet: they are produced as they are sent.
     async fn run<C>(
         &self,
         client: &mut C,
         statement: &ParsedStatement,
         prepared: Option<(LogicalPlan, datafusion::common::ParamValues)>,
         format: &Format,
-        materialize: bool,
-    ) -> PgWireResult<Response>
+    ) -> PgWireResult<Reply>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -117,22 +143,11 @@ impl Connection {
         drop(guard);
         let output = output.map_err(|e| to_pg_error(&e))?;
         Ok(match output {
-            Output::Rows(mut rows) => {
-                if materialize {
-                    let tag = rows.tag;
-                    let schema = rows.schema.clone();
-                    let batches = tokio::select! {
-                        b = rows.collect() => b.map_err(|e| to_pg_error(&e))?,
-                        reason = interrupt.clone() => return Err(to_pg_error(&Error::Canceled(reason))),
-                    };
-                    rows = rows_from_batches(schema, batches, tag);
-                }
-                let fields = Arc::new(pg_fields(&rows.schema, format, Some(options))?);
-                let data = interruptible(row_stream(fields.clone(), rows.stream), interrupt);
-                let mut response = QueryResponse::new(fields, data);
-                response.set_command_tag(rows.tag);
-                Response::Query(response)
-            }
+            Output::Rows(rows) => Reply::Rows(RowSet {
+                fields: Arc::new(pg_fields(&rows.schema, format, Some(options))?),
+                batches: interruptible(rows.stream, interrupt),
+                tag: rows.tag,
+            }),
             Output::Command(command) => {
                 for notice in command.notices {
                     let info = ErrorInfo::new("NOTICE".into(), "00000".into(), notice);
@@ -149,14 +164,20 @@ impl Connection {
                         )))
                         .await?;
                 }
-                Response::Execution(Tag::new(&command.tag))
+                Reply::Done(Response::Execution(Tag::new(&command.tag)))
             }
-            Output::TransactionStart(tag) => Response::TransactionStart(Tag::new(&tag)),
-            Output::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
+            Output::TransactionStart(tag) => {
+                Reply::Done(Response::TransactionStart(Tag::new(&tag)))
+            }
+            Output::TransactionEnd(tag) => Reply::Done(Response::TransactionEnd(Tag::new(&tag))),
             Output::CopyIn(copy) => {
                 let columns = copy.column_count();
                 *self.copy.lock().await = Some((copy, None));
-                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+                Reply::Done(Response::CopyIn(CopyResponse::new(
+                    0,
+                    columns,
+                    stream::empty(),
+                )))
             }
             Output::CopyOut(copy) => {
                 let fields = Arc::new(pg_fields(
@@ -164,12 +185,11 @@ impl Connection {
                     &Format::UnifiedText,
                     Some(options),
                 )?);
-                let columns = fields.len();
-                let data = interruptible(
-                    copy_stream(fields, copy.rows.stream, &copy.format),
-                    interrupt,
-                );
-                Response::CopyOut(CopyResponse::new(0, columns, data))
+                Reply::CopyOut(CopySet {
+                    rows: CopyRows::new(fields.clone(), &copy.format),
+                    fields,
+                    batches: interruptible(copy.rows.stream, interrupt),
+                })
             }
         })
     }
@@ -229,18 +249,21 @@ fn format_options(session: &crate::Session) -> FormatOptions {
     options
 }
 
-/// Ends `rows` with a 57014 error as soon as `interrupt` fires.
-fn interruptible<T: Send + 'static>(
-    rows: impl futures::Stream<Item = PgWireResult<T>> + Send + 'static,
-    interrupt: Interrupt,
-) -> impl futures::Stream<Item = PgWireResult<T>> + Send + 'static {
-    stream::unfold(Some((rows.boxed(), interrupt)), |state| async move {
+/// A statement's batches, ending with a 57014 error as soon as `interrupt`
+/// fires; the statement's stream (and what it holds, such as a source
+/// reader or a subscription) is dropped right then.
+fn interruptible(rows: SendableRecordBatchStream, interrupt: Interrupt) -> Batches {
+    stream::unfold(Some((rows, interrupt)), |state| async move {
         let (mut rows, interrupt) = state?;
         tokio::select! {
-            item = rows.next() => item.map(|item| (item, Some((rows, interrupt)))),
+            item = rows.next() => item.map(|item| {
+                let item = item.map_err(|e| to_pg_error(&Error::from(e)));
+                (item, Some((rows, interrupt)))
+            }),
             reason = interrupt.clone() => Some((Err(to_pg_error(&Error::Canceled(reason))), None)),
         }
     })
+    .boxed()
 }
 
 fn error_response(e: PgWireError) -> Response {
@@ -256,43 +279,133 @@ fn error_response(e: PgWireError) -> Response {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    /// Runs the statements of a query string one at a time, sending each
+    /// one's answer (rows as they are produced) before the next one runs.
+    /// Replaces pgwire's default, which gathers every answer first and then
+    /// sends rows without flushing them.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = self.db.parser().parse(query).map_err(|e| to_pg_error(&e))?;
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let statements = self
+            .db
+            .parser()
+            .parse(&query.query)
+            .map_err(|e| to_pg_error(&e))?;
         if statements.is_empty() {
-            return Ok(vec![Response::EmptyQuery]);
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
         }
-        let last = statements.len() - 1;
-        let mut responses = Vec::with_capacity(statements.len());
-        for (i, statement) in statements.iter().enumerate() {
-            if let Statement::Deallocate { name } = &statement.statement {
-                responses.push(self.deallocate(client, name.as_deref()));
-                continue;
-            }
-            match self
-                .run(client, statement, None, &Format::UnifiedText, i < last)
-                .await
-            {
-                Ok(response) => {
-                    let stop = matches!(response, Response::CopyIn(_));
-                    responses.push(response);
-                    if stop {
-                        break;
-                    }
+        for statement in &statements {
+            let reply = match &statement.statement {
+                Statement::Deallocate { name } => {
+                    Reply::Done(self.deallocate(client, name.as_deref()))
                 }
-                Err(e) => {
-                    responses.push(error_response(e));
-                    break;
-                }
+                _ => match self
+                    .run(client, statement, None, &Format::UnifiedText)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(e) => Reply::Done(error_response(e)),
+                },
+            };
+            if !send_simple(client, reply).await? {
+                break;
             }
         }
-        Ok(responses)
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            send_ready_for_query(client, client.transaction_status()).await?;
+        }
+        Ok(())
     }
+
+    /// Not reached: `on_query` runs and answers each statement itself.
+    async fn do_query<C>(&self, _client: &mut C, _query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(to_pg_error(&crate::internal!(
+            "simple queries are answered by on_query"
+        )))
+    }
+}
+
+/// Sends one statement's answer in the simple protocol; `false` when the
+/// statements after it must not run (an error, or COPY FROM STDIN, whose
+/// data comes next).
+async fn send_simple<C>(client: &mut C, reply: Reply) -> PgWireResult<bool>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let response = match reply {
+        Reply::Rows(set) => {
+            let tag = set.tag;
+            let rows = send_rows(client, set, true).await.map_err(from_pg_error)?;
+            send_execution_response(client, Tag::new(tag).with_rows(rows)).await?;
+            return Ok(true);
+        }
+        Reply::CopyOut(set) => {
+            let rows = send_copy_out(client, set).await.map_err(from_pg_error)?;
+            send_execution_response(client, Tag::new("COPY").with_rows(rows)).await?;
+            return Ok(true);
+        }
+        Reply::Done(response) => response,
+    };
+    let status = client.transaction_status();
+    match response {
+        Response::EmptyQuery => {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        }
+        Response::Query(results) => send_query_response(client, results, true).await?,
+        Response::Execution(tag) => send_execution_response(client, tag).await?,
+        Response::TransactionStart(tag) => {
+            send_execution_response(client, tag).await?;
+            client.set_transaction_status(status.to_in_transaction_state());
+        }
+        Response::TransactionEnd(tag) => {
+            send_execution_response(client, tag).await?;
+            client.set_transaction_status(status.to_idle_state());
+        }
+        Response::Error(e) => {
+            client
+                .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                .await?;
+            client.set_transaction_status(status.to_error_state());
+            return Ok(false);
+        }
+        Response::CopyIn(copy) => {
+            send_copy_in_response(client, copy).await?;
+            client.set_state(PgWireConnectionState::CopyInProgress(false));
+            return Ok(false);
+        }
+        Response::CopyOut(copy) => send_copy_out_response(client, copy).await?,
+        Response::CopyBoth(_) => {
+            return Err(to_pg_error(&crate::internal!(
+                "a statement asked for COPY BOTH"
+            )));
+        }
+    }
+    Ok(true)
 }
 
 /// Parses and plans statements for the extended protocol.
@@ -460,11 +573,14 @@ impl ExtendedQueryHandler for Connection {
         Ok(())
     }
 
+    /// Without a row limit, rows (and COPY data) are sent here as they are
+    /// produced and the statement completes with their count; with one,
+    /// pgwire's portal hands them out `max_rows` at a time.
     async fn do_query<C>(
         &self,
         client: &mut C,
         portal: &Portal<Prepared>,
-        _max_rows: usize,
+        max_rows: usize,
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -491,15 +607,28 @@ impl ExtendedQueryHandler for Connection {
             }
             None => None,
         };
-        self.run(
-            client,
-            &prepared.parsed,
-            bound,
-            &portal.result_column_format,
-            false,
-        )
-        .await
-        .map_err(from_pg_error)
+        let reply = self
+            .run(
+                client,
+                &prepared.parsed,
+                bound,
+                &portal.result_column_format,
+            )
+            .await
+            .map_err(from_pg_error)?;
+        Ok(match reply {
+            Reply::Done(response) => response,
+            Reply::Rows(set) if max_rows > 0 => Response::Query(set.into_query_response()),
+            Reply::Rows(set) => {
+                let tag = set.tag;
+                let rows = send_rows(client, set, false).await.map_err(from_pg_error)?;
+                Response::Execution(Tag::new(tag).with_rows(rows))
+            }
+            Reply::CopyOut(set) => {
+                let rows = send_copy_out(client, set).await.map_err(from_pg_error)?;
+                Response::Execution(Tag::new("COPY").with_rows(rows))
+            }
+        })
     }
 }
 

@@ -7,6 +7,8 @@
 mod encode;
 mod error;
 mod handler;
+mod peer;
+mod send;
 mod startup;
 
 use std::future::Future;
@@ -76,6 +78,7 @@ pub async fn run(
             }
         };
         let _ = socket.set_nodelay(true);
+        let hangup = Arc::new(peer::PeerWatch::new(&socket));
         let session = Arc::new(Mutex::new(None));
         let connection = Connection {
             db: db.clone(),
@@ -90,6 +93,7 @@ pub async fn run(
             copy: Mutex::new(None),
             cancel: std::sync::Mutex::new(None),
             statement_names: Default::default(),
+            hangup,
         };
         connections.spawn(async move {
             let handlers = Handlers(Arc::new(connection));
@@ -129,6 +133,8 @@ pub(crate) struct Connection {
     statement_names: std::sync::Mutex<std::collections::HashSet<String>>,
     /// An open COPY FROM STDIN, with the first decoding error if any.
     copy: Mutex<Option<(CopyIn, Option<crate::Error>)>>,
+    /// Ends running statements when the client hangs up.
+    hangup: Arc<peer::PeerWatch>,
 }
 
 struct Handlers(Arc<Connection>);

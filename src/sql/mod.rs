@@ -7,10 +7,13 @@
 mod copy;
 mod parser;
 mod rewrite;
+mod sink;
 mod source;
 mod statement;
+mod subscribe;
 mod window;
 
 pub use parser::{ParsedStatement, Parser, object_name};
+pub use sink::{CreateSink, SinkInput};
 pub use source::{CreateSource, IncludeClause, WatermarkClause};
 pub use statement::*;

@@ -216,6 +216,17 @@ impl datafusion::sql::sqlparser::ast::Visitor for CatalogFinder<'_> {
 /// when `text` is not one of them.
 fn parse_extension(text: &str) -> Result<Option<Statement>> {
     let mut parser = SqlParser::new(&PostgreSqlDialect {}).try_with_sql(text)?;
+    if parse_word(&mut parser, "SUBSCRIBE") {
+        let subscribe = super::subscribe::parse_subscribe(&mut parser)?;
+        expect_end(&mut parser)?;
+        return Ok(Some(Statement::Subscribe(subscribe)));
+    }
+    if parser.parse_keyword(Keyword::DECLARE) {
+        return super::subscribe::parse_declare(&mut parser);
+    }
+    if parser.parse_keyword(Keyword::COPY) {
+        return super::subscribe::parse_copy(&mut parser, text);
+    }
     if parser.parse_keyword(Keyword::FLUSH) {
         expect_end(&mut parser)?;
         return Ok(Some(Statement::Flush));
@@ -235,6 +246,13 @@ fn parse_extension(text: &str) -> Result<Option<Statement>> {
         if parse_word(&mut parser, "SOURCE") {
             let create = super::source::parse_create_source(&mut parser)?;
             return Ok(Some(Statement::CreateSource(Box::new(create))));
+        }
+        if parse_word(&mut parser, "SINK") {
+            let create = super::sink::parse_create_sink(&mut parser, text)?;
+            return Ok(Some(Statement::CreateSink(Box::new(create))));
+        }
+        if parse_word(&mut parser, "EXTERNAL") {
+            return super::sink::parse_create_external_table(text).map(Some);
         }
         return Ok(None);
     }
@@ -391,7 +409,7 @@ fn classify(statement: ast::Statement) -> Result<Statement> {
                 (Some(ast::DeclareType::Cursor), Some(query), Some(name)) => {
                     Statement::DeclareCursor {
                         name: ident(name),
-                        query,
+                        query: CursorQuery::Select(query),
                     }
                 }
                 _ => {
@@ -572,19 +590,19 @@ fn split_statements(tokens: &[TokenWithSpan]) -> Vec<(usize, usize)> {
 
 /// Converts sqlparser's 1-based (line, column-in-characters) locations into
 /// byte offsets of the query string.
-struct LineIndex<'a> {
+pub(super) struct LineIndex<'a> {
     sql: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
-    fn new(sql: &'a str) -> Self {
+    pub(super) fn new(sql: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex { sql, line_starts }
     }
 
-    fn byte_offset(&self, loc: Location) -> usize {
+    pub(super) fn byte_offset(&self, loc: Location) -> usize {
         let line = (loc.line as usize).saturating_sub(1);
         let Some(&start) = self.line_starts.get(line) else {
             return self.sql.len();

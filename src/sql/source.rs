@@ -129,7 +129,7 @@ pub(super) fn parse_create_source(parser: &mut SqlParser) -> Result<CreateSource
 }
 
 /// `( key = 'value', a.b.c = 'v', n = 5 )`.
-fn parse_options(parser: &mut SqlParser) -> Result<BTreeMap<String, String>> {
+pub(super) fn parse_options(parser: &mut SqlParser) -> Result<BTreeMap<String, String>> {
     parser.expect_token(&Token::LParen)?;
     let mut options = BTreeMap::new();
     if parser.consume_token(&Token::RParen) {

@@ -28,6 +28,12 @@ pub enum Statement {
     ExplainMaterializedView(ExplainTarget),
     /// CREATE SOURCE: a named, typed, unbounded stream read by a connector.
     CreateSource(Box<super::source::CreateSource>),
+    /// CREATE SINK: a view's or a query's rows written continuously to
+    /// files (Parquet).
+    CreateSink(Box<super::sink::CreateSink>),
+    /// CREATE EXTERNAL TABLE name STORED AS PARQUET LOCATION '...':
+    /// DataFusion's table over files, kept in the catalog as a table.
+    CreateExternalTable(Box<datafusion::sql::parser::CreateExternalTable>),
     /// DROP <kind> [IF EXISTS] name, ... [CASCADE].
     Drop(DropStatement),
     /// COPY table [(cols)] FROM STDIN.
@@ -50,20 +56,37 @@ pub enum Statement {
     Commit,
     /// ROLLBACK / ABORT.
     Rollback,
-    /// DECLARE name CURSOR FOR query.
-    DeclareCursor {
-        name: String,
-        query: Box<ast::Query>,
-    },
+    /// DECLARE name CURSOR FOR query / FOR SUBSCRIBE ....
+    DeclareCursor { name: String, query: CursorQuery },
     /// FETCH [count] FROM name. `count` is `None` for ALL.
     Fetch { name: String, count: Option<u64> },
     /// CLOSE name / CLOSE ALL (`None`).
     CloseCursor { name: Option<String> },
     /// FLUSH: wait until every view has processed all input available now.
     Flush,
+    /// SUBSCRIBE [TO] view: the view's rows, then its changes, until the
+    /// client cancels.
+    Subscribe(Subscribe),
     /// DEALLOCATE [PREPARE] name / DEALLOCATE ALL (`None`): drops prepared
     /// statements, including those made with the extended protocol.
     Deallocate { name: Option<String> },
+}
+
+/// SUBSCRIBE [TO] view [WITH (snapshot = bool)].
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    /// The materialized view.
+    pub view: String,
+    /// Whether the view's rows at the start come first (Materialize's
+    /// `snapshot` option); without them only changes are sent.
+    pub snapshot: bool,
+}
+
+/// What a cursor reads.
+#[derive(Debug, Clone)]
+pub enum CursorQuery {
+    Select(Box<ast::Query>),
+    Subscribe(Subscribe),
 }
 
 /// What an EXPLAIN of a materialized view describes.
@@ -179,8 +202,13 @@ pub struct CopyFrom {
 
 #[derive(Debug, Clone)]
 pub enum CopySource {
-    Table { name: String, columns: Vec<String> },
+    Table {
+        name: String,
+        columns: Vec<String>,
+    },
     Query(Box<ast::Query>),
+    /// COPY (SUBSCRIBE ...) TO STDOUT: a live view as COPY data.
+    Subscribe(Subscribe),
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +227,8 @@ impl Statement {
             Statement::CreateTable(_) => "CREATE TABLE".into(),
             Statement::CreateView(_) => "CREATE VIEW".into(),
             Statement::CreateSource(_) => "CREATE SOURCE".into(),
+            Statement::CreateSink(_) => "CREATE SINK".into(),
+            Statement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE".into(),
             Statement::ExplainMaterializedView(_) => "EXPLAIN".into(),
             Statement::CreateMaterializedView(_) => "CREATE MATERIALIZED VIEW".into(),
             Statement::Drop(d) => format!("DROP {}", d.kind.tag()),
@@ -215,6 +245,7 @@ impl Statement {
             Statement::CloseCursor { name: None } => "CLOSE CURSOR ALL".into(),
             Statement::CloseCursor { .. } => "CLOSE CURSOR".into(),
             Statement::Flush => "FLUSH".into(),
+            Statement::Subscribe(_) => "SUBSCRIBE".into(),
             Statement::Deallocate { name: None } => "DEALLOCATE ALL".into(),
             Statement::Deallocate { .. } => "DEALLOCATE".into(),
         }

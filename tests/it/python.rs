@@ -30,7 +30,7 @@ fn python() -> PathBuf {
     venv
 }
 
-fn run_script(name: &str) {
+pub fn run_script(name: &str) {
     let server = TestServer::start();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
