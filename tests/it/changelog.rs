@@ -370,3 +370,70 @@ async fn updating_plans_that_cannot_be_kept_correct_are_refused() {
     }
     assert_eq!(column(&client, "SHOW MATERIALIZED VIEWS").await.len(), 1);
 }
+
+#[tokio::test]
+async fn random_streams_through_emission_options_end_equal_to_the_batch_answer() {
+    for seed in [21u64, 22] {
+        let server = TestServer::start();
+        let client = server.client().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        source(&client, "r", &path).await;
+        client
+            .batch_execute(
+                "CREATE TABLE r_table (sensor_id INT, temperature DOUBLE, ts TIMESTAMP); \
+                 CREATE MATERIALIZED VIEW live WITH (emit = 'on_update') AS \
+                     SELECT window_start, sensor_id, count(*) AS n, max(temperature) AS hi \
+                     FROM r GROUP BY TUMBLE(ts, INTERVAL '2' SECOND), sensor_id; \
+                 CREATE MATERIALIZED VIEW late_ok WITH (allowed_lateness = '5 seconds') AS \
+                     SELECT window_start, sensor_id, count(*) AS n, round(avg(temperature), 6) AS a \
+                     FROM r GROUP BY TUMBLE(ts, INTERVAL '2' SECOND), sensor_id",
+            )
+            .await
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut max_ts = T0;
+        for _ in 0..6 {
+            let chunk: Vec<String> = (0..rng.random_range(50..250))
+                .map(|_| {
+                    max_ts += rng.random_range(0..40_000);
+                    // Inside the watermark bound (2 s): no row is late.
+                    line(
+                        rng.random_range(0..6),
+                        (rng.random_range(0..300) as f64) / 10.0,
+                        max_ts - rng.random_range(0..1_900_000),
+                    )
+                })
+                .collect();
+            append(&path, &chunk);
+            load(&client, "r_table", &chunk).await;
+            client.batch_execute("FLUSH").await.unwrap();
+            // While windows are open, `live` already equals the batch answer
+            // over every row so far, open windows included.
+            assert_eq!(
+                difference(
+                    &client,
+                    "SELECT * FROM live",
+                    "SELECT date_bin(INTERVAL '2' SECOND, ts) AS ws, sensor_id, count(*) AS n, \
+                     max(temperature) AS hi FROM r_table GROUP BY 1, 2"
+                )
+                .await,
+                Vec::<String>::new(),
+                "seed {seed}: live"
+            );
+        }
+        append(&path, &[line(99, 0.0, max_ts + 60_000_000)]);
+        client.batch_execute("FLUSH").await.unwrap();
+        assert_eq!(
+            difference(
+                &client,
+                "SELECT * FROM late_ok WHERE sensor_id <> 99",
+                "SELECT date_bin(INTERVAL '2' SECOND, ts) AS ws, sensor_id, count(*) AS n, \
+                 round(avg(temperature), 6) AS a FROM r_table GROUP BY 1, 2"
+            )
+            .await,
+            Vec::<String>::new(),
+            "seed {seed}: late_ok"
+        );
+    }
+}

@@ -385,3 +385,72 @@ async fn two_streams_join_within_a_time_bound_like_the_batch_join() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "0A000");
 }
+
+#[tokio::test]
+async fn random_streams_joined_with_a_table_equal_the_batch_join() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.json");
+    append(&path, &[]);
+    let mut rng = StdRng::seed_from_u64(31);
+    let rooms: Vec<String> = (0..8)
+        .filter(|_| rng.random_bool(0.7))
+        .map(|i| format!("({i}, 'room{}')", i % 3))
+        .collect();
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE r {COLUMNS} WITH (connector = 'file', path = '{}', follow = 'true') FORMAT JSON; \
+             CREATE TABLE ta (sensor_id INT, temperature DOUBLE, ts TIMESTAMP); \
+             CREATE TABLE sensors (id INT, room TEXT); \
+             INSERT INTO sensors VALUES {}; \
+             CREATE MATERIALIZED VIEW enriched AS SELECT r.sensor_id, s.room, r.temperature, r.ts \
+                 FROM r LEFT JOIN sensors s ON r.sensor_id = s.id WHERE r.temperature > 5; \
+             CREATE MATERIALIZED VIEW per_room AS SELECT window_start, room, count(*) AS n, \
+                 max(temperature) AS hi FROM (SELECT r.ts, r.temperature, s.room FROM r \
+                 JOIN sensors s ON r.sensor_id = s.id) AS j \
+                 GROUP BY TUMBLE(ts, INTERVAL '2' SECOND), room",
+            path.display(),
+            rooms.join(", ")
+        ))
+        .await
+        .unwrap();
+    let mut t = T0;
+    for _ in 0..5 {
+        let chunk: Vec<String> = (0..rng.random_range(50..200))
+            .map(|_| {
+                t += rng.random_range(0..40_000);
+                line(
+                    rng.random_range(0..10),
+                    rng.random_range(0..40) as f64,
+                    t - rng.random_range(0..1_500_000),
+                )
+            })
+            .collect();
+        append(&path, &chunk);
+        load(&client, "ta", &chunk).await;
+        client.batch_execute("FLUSH").await.unwrap();
+        assert_eq!(
+            difference(
+                &client,
+                "SELECT * FROM enriched",
+                "SELECT r.sensor_id AS s, s.room AS room, r.temperature AS t, r.ts AS ts \
+                 FROM ta r LEFT JOIN sensors s ON r.sensor_id = s.id WHERE r.temperature > 5"
+            )
+            .await,
+            Vec::<String>::new()
+        );
+    }
+    append(&path, &[line(1, 0.0, t + 60_000_000)]);
+    client.batch_execute("FLUSH").await.unwrap();
+    assert_eq!(
+        difference(
+            &client,
+            "SELECT * FROM per_room",
+            "SELECT date_bin(INTERVAL '2' SECOND, r.ts) AS ws, s.room AS room, count(*) AS n, \
+             max(r.temperature) AS hi FROM ta r JOIN sensors s ON r.sensor_id = s.id GROUP BY 1, 2"
+        )
+        .await,
+        Vec::<String>::new()
+    );
+}
