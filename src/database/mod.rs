@@ -107,6 +107,9 @@ impl Default for SessionInfo {
     }
 }
 
+/// How long a clean shutdown waits for sinks to commit.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Database {
     /// Opens (or creates) the database in `config.data_dir` and brings back
     /// every object defined there.
@@ -183,6 +186,21 @@ impl Database {
     /// Makes everything durable and stops background work. Table writes are
     /// already durable when acknowledged, so this only has to wait for them.
     pub async fn shutdown(&self) -> Result<()> {
+        // A clean stop makes what views and sinks hold visible first (a
+        // FLUSH), within a bound: a sink that cannot commit keeps its rows
+        // for the next run to write again (docs/design/0007).
+        if !self.sink_handles().is_empty() {
+            let flushed =
+                tokio::time::timeout(SHUTDOWN_FLUSH, async { self.session().flush().await }).await;
+            match flushed {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("sinks could not commit at shutdown: {e}"),
+                Err(_) => tracing::warn!(
+                    "sinks did not commit within {SHUTDOWN_FLUSH:?} at shutdown; their \
+                     uncommitted rows are written again after the restart"
+                ),
+            }
+        }
         tracing::info!("database shut down");
         Ok(())
     }
