@@ -239,16 +239,9 @@ async fn run(
             made += n;
             writer.batch(batch, made).await?;
         }
-        // Everything due so far is out: answers FLUSH. A finite generator
-        // without a rate has all its rows available at once: FLUSH waits
-        // for the end (the reader answers it when the split finishes).
-        if rate.is_some() || limit.is_none() {
-            writer.caught_up().await?;
-        }
-        if rate.is_none() {
-            // Unthrottled: let the reader's consumers run between batches.
-            tokio::task::yield_now().await;
-        }
+        writer
+            .generated_due(rate.is_some(), limit.is_some())
+            .await?;
     }
     writer.finish().await
 }

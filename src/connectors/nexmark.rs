@@ -324,16 +324,9 @@ async fn run(
             }
             let batch = rows.batch(&events)?;
             writer.batch(batch, generator.global_offset()).await?;
-            // Everything due so far is out: answers FLUSH. A finite
-            // generator without a rate has every event available at once:
-            // FLUSH waits for the end.
-            if rate.is_some() || limit.is_none() {
-                writer.caught_up().await?;
-            }
-            if rate.is_none() {
-                // Unthrottled: let the reader's consumers run between chunks.
-                tokio::task::yield_now().await;
-            }
+            writer
+                .generated_due(rate.is_some(), limit.is_some())
+                .await?;
         }
         if limit.is_some_and(|l| generator.global_offset() >= l) {
             break;

@@ -296,6 +296,21 @@ impl SplitWriter {
         }
     }
 
+    /// A generator has written every row due so far. A throttled or endless
+    /// generator answers FLUSH here (the tick's rows are what is available);
+    /// a finite one without a rate has all its rows available at once, so
+    /// it answers FLUSH only by finishing. Unthrottled, it then yields so
+    /// the reader's consumers run between batches.
+    pub async fn generated_due(&mut self, throttled: bool, finite: bool) -> Result<()> {
+        if throttled || !finite {
+            self.caught_up().await?;
+        }
+        if !throttled {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
     /// Connectors call this whenever the split has delivered everything
     /// available right now (end of a file, a fetch at the high watermark,
     /// nothing more ready on a socket, a generator tick). Answers a pending

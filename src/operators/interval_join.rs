@@ -18,13 +18,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::compute::{cast, filter_record_batch, interleave, max as max_kernel};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::compute::{filter_record_batch, interleave, max as max_kernel};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::join::{key_converter, output, take_all};
+use super::aggregate::{conform, micros};
+use super::join::{key_converter, take_all};
 use crate::error::Result;
 use crate::stream::{EventTime, Operator, OperatorMetrics};
 
@@ -243,7 +244,7 @@ impl IntervalJoinOperator {
         } else {
             [theirs, mine].concat()
         };
-        let joined = output(&self.schema, columns, probe.len())?;
+        let joined = conform(&self.schema, columns, probe.len())?;
         let mask = self
             .filter
             .evaluate(&joined)?
@@ -251,13 +252,6 @@ impl IntervalJoinOperator {
         let kept = filter_record_batch(&joined, mask.as_boolean())?;
         Ok((kept.num_rows() > 0).then_some(kept))
     }
-}
-
-fn micros(column: &ArrayRef) -> Result<ArrayRef> {
-    Ok(match column.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, None) => column.clone(),
-        _ => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-    })
 }
 
 impl Operator for IntervalJoinOperator {

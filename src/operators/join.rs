@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt8Array, UInt32Array, UInt32Builder};
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
+use super::aggregate::{conform, micros};
 use crate::error::Result;
 use crate::storage::StoredTable;
 use crate::stream::{Chain, EventTime, Message, Operator, OperatorMetrics};
@@ -96,32 +97,6 @@ pub(super) fn key_converter(keys: &[DataType]) -> Result<RowConverter> {
 
 pub(super) fn take_all(columns: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<ArrayRef>> {
     columns.iter().map(|c| Ok(take(c, idx, None)?)).collect()
-}
-
-/// Builds `schema`'s batch from `columns`, casting where the join widened
-/// a type (e.g. a column that became nullable).
-pub(super) fn output(
-    schema: &SchemaRef,
-    columns: Vec<ArrayRef>,
-    rows: usize,
-) -> Result<RecordBatch> {
-    let columns = columns
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                cast(&c, f.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &options,
-    )?)
 }
 
 fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
@@ -257,7 +232,7 @@ impl Operator for LookupJoinOperator {
                 None,
             )?);
         }
-        out.push(output(&self.schema, columns, probe.len())?);
+        out.push(conform(&self.schema, columns, probe.len())?);
         Ok(())
     }
 }
@@ -370,7 +345,7 @@ impl WindowJoinOperator {
                 }
             }
         }
-        let joined = output(&self.schema, columns, li.len())?;
+        let joined = conform(&self.schema, columns, li.len())?;
         let joined = match &self.filter {
             Some(f) => {
                 let mask = f.evaluate(&joined)?.into_array(joined.num_rows())?;
@@ -417,10 +392,7 @@ impl Operator for WindowJoinOperator {
                 .collect();
             let rows = rows.project(&columns)?;
             let ends = rows.column(self.layout.window_key);
-            let ends = match ends.data_type() {
-                DataType::Timestamp(TimeUnit::Microsecond, None) => ends.clone(),
-                _ => cast(ends, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-            };
+            let ends = micros(ends)?;
             let ends = ends.as_primitive::<TimestampMicrosecondType>();
             let mut by_window: BTreeMap<EventTime, Vec<u32>> = BTreeMap::new();
             for i in 0..ends.len() {

@@ -16,17 +16,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use datafusion::arrow::compute::{cast, filter, take};
-use datafusion::arrow::datatypes::{
-    DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
-use super::AggregateCall;
+use super::aggregate::{AggregateCall, accumulate_run, conform, describe, micros};
 use crate::error::Result;
 use crate::stream::{EventTime, Operator, OperatorMetrics};
 
@@ -178,36 +175,17 @@ impl SessionWindowOperator {
         for v in values {
             columns.push(ScalarValue::iter_to_array(v)?);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+        Ok(Some(conform(&self.schema, columns, keys.len())?))
     }
-}
-
-fn micros(column: &ArrayRef) -> Result<ArrayRef> {
-    Ok(match column.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, None) => column.clone(),
-        _ => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-    })
 }
 
 impl Operator for SessionWindowOperator {
     fn name(&self) -> String {
-        let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
-        let aggs: Vec<&str> = self.aggregates.iter().map(|a| a.function.name()).collect();
-        format!(
-            "SessionWindow: group by [{}], aggregates [{}], emit on watermark",
-            groups.join(", "),
-            aggs.join(", ")
+        describe(
+            "SessionWindow",
+            &self.group_exprs,
+            &self.aggregates,
+            "emit on watermark",
         )
     }
 
@@ -255,33 +233,11 @@ impl Operator for SessionWindowOperator {
                 .cmp(&key_rows.row(*b as usize))
                 .then(starts.value(*a as usize).cmp(&starts.value(*b as usize)))
         });
-        let indices = UInt32Array::from(order.clone());
+        let indices = UInt32Array::from_iter_values(order.iter().copied());
         let inputs = self
             .aggregates
             .iter()
-            .map(|a| {
-                let values = a
-                    .function
-                    .expressions()
-                    .iter()
-                    .map(|e| {
-                        Ok(take(
-                            &e.evaluate(&batch)?.into_array(rows)?,
-                            &indices,
-                            None,
-                        )?)
-                    })
-                    .collect::<Result<Vec<ArrayRef>>>()?;
-                let mask = match &a.filter {
-                    Some(f) => Some(take(
-                        &f.evaluate(&batch)?.into_array(rows)?,
-                        &indices,
-                        None,
-                    )?),
-                    None => None,
-                };
-                Ok((values, mask))
-            })
+            .map(|a| a.inputs(&batch, Some(&indices)))
             .collect::<Result<Vec<_>>>()?;
         // Runs of one key whose proto-sessions overlap.
         let mut i = 0;
@@ -303,16 +259,8 @@ impl Operator for SessionWindowOperator {
                 end,
                 accumulators: self.new_accumulators()?,
             };
-            for (acc, (values, mask)) in run.accumulators.iter_mut().zip(&inputs) {
-                let mut slice: Vec<ArrayRef> = values.iter().map(|v| v.slice(i, j - i)).collect();
-                if let Some(m) = mask {
-                    let m = m.slice(i, j - i);
-                    slice = slice
-                        .iter()
-                        .map(|c| filter(c, m.as_boolean()))
-                        .collect::<std::result::Result<_, _>>()?;
-                }
-                acc.update_batch(&slice)?;
+            for (acc, inputs) in run.accumulators.iter_mut().zip(&inputs) {
+                accumulate_run(acc.as_mut(), inputs, i, j - i, false)?;
             }
             // Merge the run with every open session of the key it overlaps.
             let sessions = self.sessions.entry(key.as_ref().into()).or_default();

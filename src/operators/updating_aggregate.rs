@@ -15,18 +15,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use datafusion::arrow::compute::{cast, filter, take};
-use datafusion::arrow::datatypes::{
-    DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, UInt32Array};
+use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
-use super::AggregateCall;
+use super::aggregate::{AggregateCall, accumulate_run, conform, describe, micros};
 use crate::error::Result;
 use crate::stream::{EventTime, Operator, OperatorMetrics, changelog};
 
@@ -280,25 +277,14 @@ impl UpdatingAggregateOperator {
         for v in values {
             columns.push(ScalarValue::iter_to_array(v)?);
         }
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        changelog::weighted_batch(self.schema.clone(), columns, weights)
+        let rows = weights.len();
+        columns.push(Arc::new(Int64Array::from(weights)));
+        conform(&self.schema, columns, rows)
     }
 }
 
 impl Operator for UpdatingAggregateOperator {
     fn name(&self) -> String {
-        let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
-        let aggs: Vec<&str> = self.aggregates.iter().map(|a| a.function.name()).collect();
         let emit = match self.window {
             None => "emit on update".to_string(),
             Some(w) if w.on_update => "emit on update, window closes on watermark".into(),
@@ -307,15 +293,16 @@ impl Operator for UpdatingAggregateOperator {
                 w.allowed_lateness / 1000
             ),
         };
-        format!(
-            "UpdatingAggregate: group by [{}], aggregates [{}], {emit}{}",
-            groups.join(", "),
-            aggs.join(", "),
-            if self.updating_input {
-                ", retracting"
-            } else {
-                ""
-            }
+        let retracting = if self.updating_input {
+            ", retracting"
+        } else {
+            ""
+        };
+        describe(
+            "UpdatingAggregate",
+            &self.group_exprs,
+            &self.aggregates,
+            &format!("{emit}{retracting}"),
         )
     }
 
@@ -336,7 +323,7 @@ impl Operator for UpdatingAggregateOperator {
             None
         };
         let ends = match self.window {
-            Some(w) => Some(ends_in_micros(&keys[w.window_end])?),
+            Some(w) => Some(micros(&keys[w.window_end])?),
             None => None,
         };
         let key_rows = if self.is_global() {
@@ -392,44 +379,12 @@ impl Operator for UpdatingAggregateOperator {
             }
         }
         for (a, call) in self.aggregates.iter().enumerate() {
-            let args = call
-                .function
-                .expressions()
-                .iter()
-                .map(|e| {
-                    Ok(take(
-                        &e.evaluate(&batch)?.into_array(rows)?,
-                        &indices,
-                        None,
-                    )?)
-                })
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            let mask = match &call.filter {
-                Some(f) => Some(take(
-                    &f.evaluate(&batch)?.into_array(rows)?,
-                    &indices,
-                    None,
-                )?),
-                None => None,
-            };
+            let inputs = call.inputs(&batch, Some(&indices))?;
             for &(gid, delete, offset, len) in &runs {
-                let mut slice: Vec<ArrayRef> = args.iter().map(|c| c.slice(offset, len)).collect();
-                if let Some(m) = &mask {
-                    let m = m.slice(offset, len);
-                    slice = slice
-                        .iter()
-                        .map(|c| filter(c, m.as_boolean()))
-                        .collect::<std::result::Result<_, _>>()?;
-                }
                 let Some(group) = self.groups[gid].as_mut() else {
                     continue;
                 };
-                let acc = &mut group.accumulators[a];
-                if delete {
-                    acc.retract_batch(&slice)?;
-                } else {
-                    acc.update_batch(&slice)?;
-                }
+                accumulate_run(group.accumulators[a].as_mut(), &inputs, offset, len, delete)?;
             }
         }
         for &(gid, delete, _, len) in &runs {
@@ -513,12 +468,4 @@ fn retracts_in_any_order(call: &AggregateCall, accumulator: &dyn Accumulator) ->
     accumulator.supports_retract_batch()
         && !call.function.is_distinct()
         && ALGEBRAIC.contains(&name.as_str())
-}
-
-/// Window ends as microseconds.
-fn ends_in_micros(column: &ArrayRef) -> Result<ArrayRef> {
-    Ok(match column.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, None) => column.clone(),
-        _ => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-    })
 }

@@ -16,10 +16,8 @@ use datafusion::arrow::array::{
     ArrayRef, AsArray, BooleanArray, TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::kernels::cmp::gt;
-use datafusion::arrow::compute::{cast, filter, take};
-use datafusion::arrow::datatypes::{
-    DataType, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-};
+use datafusion::arrow::compute::{filter, take};
+use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -27,15 +25,9 @@ use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
+use super::aggregate::{AggregateCall, CallInputs, conform, describe, micros};
 use crate::error::Result;
 use crate::stream::{EventTime, Operator, OperatorMetrics};
-
-/// One aggregate call: the function, its FILTER clause.
-#[derive(Clone)]
-pub struct AggregateCall {
-    pub function: Arc<AggregateFunctionExpr>,
-    pub filter: Option<Arc<dyn PhysicalExpr>>,
-}
 
 /// The state of one open window.
 struct WindowState {
@@ -112,7 +104,7 @@ impl WindowAggregateOperator {
         &mut self,
         end: EventTime,
         keys: &[ArrayRef],
-        inputs: &[(Vec<ArrayRef>, Option<ArrayRef>)],
+        inputs: &[CallInputs],
         rows: Option<&UInt32Array>,
     ) -> Result<()> {
         if !self.windows.contains_key(&end) {
@@ -148,20 +140,8 @@ impl WindowAggregateOperator {
         for acc in &mut state.accumulators {
             columns.push(acc.evaluate(EmitTo::All)?);
         }
-        // The group-key table may widen types (e.g. to views); the view's
-        // schema is what the plan promised.
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        let rows = columns.first().map_or(0, |c| c.len());
+        conform(&self.schema, columns, rows)
     }
 }
 
@@ -176,22 +156,13 @@ fn create_accumulator(f: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAc
     }
 }
 
-/// Window ends as microseconds.
-fn ends_in_micros(column: &ArrayRef) -> Result<ArrayRef> {
-    Ok(match column.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, None) => column.clone(),
-        _ => cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-    })
-}
-
 impl Operator for WindowAggregateOperator {
     fn name(&self) -> String {
-        let groups: Vec<String> = self.group_exprs.iter().map(|e| e.to_string()).collect();
-        let aggs: Vec<&str> = self.aggregates.iter().map(|a| a.function.name()).collect();
-        format!(
-            "WindowAggregate: group by [{}], aggregates [{}], emit on watermark",
-            groups.join(", "),
-            aggs.join(", ")
+        describe(
+            "WindowAggregate",
+            &self.group_exprs,
+            &self.aggregates,
+            "emit on watermark",
         )
     }
 
@@ -209,21 +180,9 @@ impl Operator for WindowAggregateOperator {
         let mut inputs = self
             .aggregates
             .iter()
-            .map(|a| {
-                let values = a
-                    .function
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(&batch)?.into_array(rows))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                let mask = match &a.filter {
-                    Some(f) => Some(f.evaluate(&batch)?.into_array(rows)?),
-                    None => None,
-                };
-                Ok((values, mask))
-            })
+            .map(|a| a.inputs(&batch, None))
             .collect::<Result<Vec<_>>>()?;
-        let ends = ends_in_micros(&keys[self.window_end])?;
+        let ends = micros(&keys[self.window_end])?;
         let mut ends = ends.as_primitive::<TimestampMicrosecondType>().clone();
 
         // Rows of windows the watermark has already closed are late.
