@@ -5,35 +5,10 @@
 
 use std::path::Path;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
 use crate::harness::{TestServer, column, sqlstate};
-use crate::views::{COLUMNS, T0, append, difference, line};
-
-/// Copies `lines` (JSON readings) into `table` for batch answers.
-async fn load(client: &Client, table: &str, lines: &[String]) {
-    let copy = client
-        .copy_in(&format!("COPY {table} FROM STDIN WITH (FORMAT csv)"))
-        .await
-        .unwrap();
-    let mut csv = String::new();
-    for l in lines {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        csv.push_str(&format!(
-            "{},{},{}\n",
-            v["sensor_id"],
-            v["temperature"],
-            v["ts"].as_str().unwrap()
-        ));
-    }
-    futures::pin_mut!(copy);
-    futures::SinkExt::send(&mut copy, bytes::Bytes::from(csv))
-        .await
-        .unwrap();
-    copy.finish().await.unwrap();
-}
+use crate::views::{COLUMNS, Readings, T0, append, difference, line, load};
 
 async fn source(client: &Client, name: &str, path: &Path) {
     append(path, &[]);
@@ -79,19 +54,9 @@ async fn aggregates_without_a_window_update_and_equal_the_batch_answer_after_eve
         .unwrap();
     // Before any row, a global aggregate already has its one row.
     client.batch_execute("FLUSH").await.unwrap();
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut t = T0;
+    let mut readings = Readings::new(7, 12, 20_000, 0);
     for _ in 0..6 {
-        let chunk: Vec<String> = (0..rng.random_range(50..400))
-            .map(|_| {
-                t += rng.random_range(0..20_000);
-                line(
-                    rng.random_range(0..12),
-                    (rng.random_range(0..300) as f64) / 10.0,
-                    t,
-                )
-            })
-            .collect();
+        let chunk = readings.chunk(50..400);
         append(&path, &chunk);
         load(&client, "r_table", &chunk).await;
         client.batch_execute("FLUSH").await.unwrap();
@@ -226,25 +191,11 @@ async fn views_on_views_and_union_all_equal_the_batch_answer() {
         )
         .await
         .unwrap();
-    let mut rng = StdRng::seed_from_u64(11);
-    let (mut ta, mut tb) = (T0, T0);
+    let mut stream_a = Readings::new(11, 8, 30_000, 1_500_000);
+    let mut stream_b = Readings::new(12, 8, 30_000, 1_500_000);
     for _ in 0..5 {
-        let mut chunk_a = Vec::new();
-        let mut chunk_b = Vec::new();
-        for _ in 0..rng.random_range(40..200) {
-            ta += rng.random_range(0..30_000);
-            chunk_a.push(line(
-                rng.random_range(0..8),
-                (rng.random_range(0..300) as f64) / 10.0,
-                ta - rng.random_range(0..1_500_000),
-            ));
-            tb += rng.random_range(0..30_000);
-            chunk_b.push(line(
-                rng.random_range(0..8),
-                (rng.random_range(0..300) as f64) / 10.0,
-                tb - rng.random_range(0..1_500_000),
-            ));
-        }
+        let chunk_a = stream_a.chunk(40..200);
+        let chunk_b = stream_b.chunk(40..200);
         append(&pa, &chunk_a);
         append(&pb, &chunk_b);
         load(&client, "r_table", &chunk_a).await;
@@ -265,13 +216,13 @@ async fn views_on_views_and_union_all_equal_the_batch_answer() {
     }
     // Close every window on both inputs: the union's watermark is the
     // minimum, so both must move.
-    let end = ta.max(tb) + 60_000_000;
+    let end = stream_a.newest.max(stream_b.newest) + 60_000_000;
     append(&pa, &[line(99, 0.0, end)]);
     append(&pb, &[line(99, 0.0, end)]);
     client.batch_execute("FLUSH").await.unwrap();
     let cutoff = format!(
         "TIMESTAMP '{}'",
-        chrono::DateTime::from_timestamp_micros(ta.max(tb) + 10_000_000)
+        chrono::DateTime::from_timestamp_micros(stream_a.newest.max(stream_b.newest) + 10_000_000)
             .unwrap()
             .naive_utc()
     );
@@ -391,20 +342,9 @@ async fn random_streams_through_emission_options_end_equal_to_the_batch_answer()
             )
             .await
             .unwrap();
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut max_ts = T0;
+        let mut readings = Readings::new(seed, 6, 40_000, 1_900_000);
         for _ in 0..6 {
-            let chunk: Vec<String> = (0..rng.random_range(50..250))
-                .map(|_| {
-                    max_ts += rng.random_range(0..40_000);
-                    // Inside the watermark bound (2 s): no row is late.
-                    line(
-                        rng.random_range(0..6),
-                        (rng.random_range(0..300) as f64) / 10.0,
-                        max_ts - rng.random_range(0..1_900_000),
-                    )
-                })
-                .collect();
+            let chunk = readings.chunk(50..250);
             append(&path, &chunk);
             load(&client, "r_table", &chunk).await;
             client.batch_execute("FLUSH").await.unwrap();
@@ -422,7 +362,7 @@ async fn random_streams_through_emission_options_end_equal_to_the_batch_answer()
                 "seed {seed}: live"
             );
         }
-        append(&path, &[line(99, 0.0, max_ts + 60_000_000)]);
+        append(&path, &[line(99, 0.0, readings.newest + 60_000_000)]);
         client.batch_execute("FLUSH").await.unwrap();
         assert_eq!(
             difference(

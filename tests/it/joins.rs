@@ -5,29 +5,9 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio_postgres::Client;
 
 use crate::harness::{TestServer, column, sqlstate};
-use crate::views::{COLUMNS, T0, append, difference, line};
-
-async fn load(client: &Client, table: &str, lines: &[String]) {
-    let mut values = Vec::new();
-    for l in lines {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        values.push(format!(
-            "({}, {}, TIMESTAMP '{}')",
-            v["sensor_id"],
-            v["temperature"],
-            v["ts"].as_str().unwrap()
-        ));
-    }
-    if !values.is_empty() {
-        client
-            .batch_execute(&format!("INSERT INTO {table} VALUES {}", values.join(", ")))
-            .await
-            .unwrap();
-    }
-}
+use crate::views::{COLUMNS, Readings, T0, append, difference, line, load};
 
 #[tokio::test]
 async fn a_stream_joins_the_table_as_it_is_when_each_row_arrives() {
@@ -177,32 +157,18 @@ async fn two_streams_join_on_the_same_window_like_the_batch_join() {
         ))
         .await
         .unwrap();
-    let mut rng = StdRng::seed_from_u64(5);
-    let (mut t_a, mut t_b) = (T0, T0);
+    let mut stream_a = Readings::new(5, 6, 40_000, 1_500_000);
+    let mut stream_b = Readings::new(6, 6, 40_000, 1_500_000);
     for _ in 0..4 {
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        for _ in 0..rng.random_range(30..120) {
-            t_a += rng.random_range(0..40_000);
-            a.push(line(
-                rng.random_range(0..6),
-                rng.random_range(0..100) as f64,
-                t_a - rng.random_range(0..1_500_000),
-            ));
-            t_b += rng.random_range(0..40_000);
-            b.push(line(
-                rng.random_range(0..6),
-                rng.random_range(0..100) as f64,
-                t_b - rng.random_range(0..1_500_000),
-            ));
-        }
+        let a = stream_a.chunk(30..120);
+        let b = stream_b.chunk(30..120);
         append(&pa, &a);
         append(&pb, &b);
         load(&client, "ta", &a).await;
         load(&client, "tb", &b).await;
         client.batch_execute("FLUSH").await.unwrap();
     }
-    let end = t_a.max(t_b) + 60_000_000;
+    let end = stream_a.newest.max(stream_b.newest) + 60_000_000;
     append(&pa, &[line(99, 0.0, end)]);
     append(&pb, &[line(98, 0.0, end)]);
     client.batch_execute("FLUSH").await.unwrap();
@@ -318,25 +284,11 @@ async fn two_streams_join_within_a_time_bound_like_the_batch_join() {
         ))
         .await
         .unwrap();
-    let mut rng = StdRng::seed_from_u64(8);
-    let (mut t_a, mut t_b) = (T0, T0);
+    let mut stream_a = Readings::new(8, 5, 60_000, 1_500_000);
+    let mut stream_b = Readings::new(9, 5, 60_000, 1_500_000);
     for _ in 0..5 {
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        for _ in 0..rng.random_range(30..150) {
-            t_a += rng.random_range(0..60_000);
-            a.push(line(
-                rng.random_range(0..5),
-                rng.random_range(0..100) as f64,
-                t_a - rng.random_range(0..1_500_000),
-            ));
-            t_b += rng.random_range(0..60_000);
-            b.push(line(
-                rng.random_range(0..5),
-                rng.random_range(0..100) as f64,
-                t_b - rng.random_range(0..1_500_000),
-            ));
-        }
+        let a = stream_a.chunk(30..150);
+        let b = stream_b.chunk(30..150);
         append(&pa, &a);
         append(&pb, &b);
         load(&client, "ta", &a).await;
@@ -357,8 +309,8 @@ async fn two_streams_join_within_a_time_bound_like_the_batch_join() {
         );
     }
     // Old rows leave the state as the watermark moves on.
-    append(&pa, &[line(1, 0.0, t_a + 60_000_000)]);
-    append(&pb, &[line(1, 0.0, t_b + 60_000_000)]);
+    append(&pa, &[line(1, 0.0, stream_a.newest + 60_000_000)]);
+    append(&pb, &[line(1, 0.0, stream_b.newest + 60_000_000)]);
     client.batch_execute("FLUSH").await.unwrap();
     let state: i64 = column(
         &client,
@@ -415,18 +367,9 @@ async fn random_streams_joined_with_a_table_equal_the_batch_join() {
         ))
         .await
         .unwrap();
-    let mut t = T0;
+    let mut readings = Readings::new(32, 10, 40_000, 1_500_000);
     for _ in 0..5 {
-        let chunk: Vec<String> = (0..rng.random_range(50..200))
-            .map(|_| {
-                t += rng.random_range(0..40_000);
-                line(
-                    rng.random_range(0..10),
-                    rng.random_range(0..40) as f64,
-                    t - rng.random_range(0..1_500_000),
-                )
-            })
-            .collect();
+        let chunk = readings.chunk(50..200);
         append(&path, &chunk);
         load(&client, "ta", &chunk).await;
         client.batch_execute("FLUSH").await.unwrap();
@@ -441,7 +384,7 @@ async fn random_streams_joined_with_a_table_equal_the_batch_join() {
             Vec::<String>::new()
         );
     }
-    append(&path, &[line(1, 0.0, t + 60_000_000)]);
+    append(&path, &[line(1, 0.0, readings.newest + 60_000_000)]);
     client.batch_execute("FLUSH").await.unwrap();
     assert_eq!(
         difference(

@@ -57,6 +57,74 @@ pub async fn difference(client: &Client, a: &str, b: &str) -> Vec<String> {
     out
 }
 
+/// Copies `lines` (JSON readings) into `table`, for batch answers over
+/// exactly the rows a source was given.
+pub async fn load(client: &Client, table: &str, lines: &[String]) {
+    let copy = client
+        .copy_in(&format!("COPY {table} FROM STDIN WITH (FORMAT csv)"))
+        .await
+        .unwrap();
+    let mut csv = String::new();
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            v["sensor_id"],
+            v["temperature"],
+            v["ts"].as_str().unwrap()
+        ));
+    }
+    futures::pin_mut!(copy);
+    futures::SinkExt::send(&mut copy, bytes::Bytes::from(csv))
+        .await
+        .unwrap();
+    copy.finish().await.unwrap();
+}
+
+/// Random readings (temperatures 0.0 to 29.9) whose event time moves on by
+/// up to `step` µs a row and lags the newest by less than `disorder` µs:
+/// under the sources' 2 s watermark bound no row is late.
+pub struct Readings {
+    rng: StdRng,
+    /// The newest event time so far (µs).
+    pub newest: i64,
+    sensors: u32,
+    step: i64,
+    disorder: i64,
+}
+
+impl Readings {
+    pub fn new(seed: u64, sensors: u32, step: i64, disorder: i64) -> Self {
+        Readings {
+            rng: StdRng::seed_from_u64(seed),
+            newest: T0,
+            sensors,
+            step,
+            disorder,
+        }
+    }
+
+    /// A chunk of `rows.start` to `rows.end` readings.
+    pub fn chunk(&mut self, rows: std::ops::Range<usize>) -> Vec<String> {
+        let n = self.rng.random_range(rows);
+        (0..n)
+            .map(|_| {
+                self.newest += self.rng.random_range(0..self.step);
+                let lag = if self.disorder > 0 {
+                    self.rng.random_range(0..self.disorder)
+                } else {
+                    0
+                };
+                line(
+                    self.rng.random_range(0..self.sensors),
+                    (self.rng.random_range(0..300) as f64) / 10.0,
+                    self.newest - lag,
+                )
+            })
+            .collect()
+    }
+}
+
 pub const T0: i64 = 1_795_255_200_000_000; // 2026-11-21 10:00:00 UTC
 
 #[tokio::test]
@@ -178,25 +246,7 @@ async fn random_disordered_streams_end_equal_to_the_batch_answer() {
             .batch_execute("CREATE TABLE r_table (sensor_id INT, temperature DOUBLE, ts TIMESTAMP)")
             .await
             .unwrap();
-        let copy = client
-            .copy_in("COPY r_table FROM STDIN WITH (FORMAT csv)")
-            .await
-            .unwrap();
-        let mut csv = String::new();
-        for l in &all {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            csv.push_str(&format!(
-                "{},{},{}\n",
-                v["sensor_id"],
-                v["temperature"],
-                v["ts"].as_str().unwrap()
-            ));
-        }
-        futures::pin_mut!(copy);
-        futures::SinkExt::send(&mut copy, bytes::Bytes::from(csv))
-            .await
-            .unwrap();
-        copy.finish().await.unwrap();
+        load(&client, "r_table", &all).await;
         let view = format!("SELECT * FROM w WHERE window_start < {cutoff}");
         assert_eq!(
             difference(&client, &view, &batch).await,
@@ -476,22 +526,7 @@ async fn session_windows_merge_rows_less_than_a_gap_apart_like_batch_sessionizat
             ));
         }
         append(&path, &chunk);
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!(
-                    "({}, {}, TIMESTAMP '{}')",
-                    v["sensor_id"],
-                    v["temperature"],
-                    v["ts"].as_str().unwrap()
-                )
-            })
-            .collect();
-        client
-            .batch_execute(&format!("INSERT INTO r_table VALUES {}", values.join(", ")))
-            .await
-            .unwrap();
+        load(&client, "r_table", &chunk).await;
         client.batch_execute("FLUSH").await.unwrap();
     }
     append(&path, &[line(99, 0.0, max_ts + 60_000_000)]);
