@@ -51,6 +51,27 @@ pub trait Operator: Send {
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics::default()
     }
+
+    /// The operator's state at a checkpoint barrier, as batches of its own
+    /// layout (several schemas allowed, order kept). Taking it must not
+    /// change what the operator emits afterwards. Stateless operators keep
+    /// the default (nothing).
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
+
+    /// Loads what [`Operator::snapshot`] returned into a freshly built
+    /// operator of the same plan, before it sees any message.
+    fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::internal!(
+                "{} holds no state but a checkpoint has some for it",
+                self.name()
+            ))
+        }
+    }
 }
 
 /// Operators applied in order within one task.
@@ -111,6 +132,26 @@ impl Chain {
             m += op.metrics();
         }
         m
+    }
+
+    /// Every operator's state, in chain order.
+    pub fn snapshot(&mut self) -> Result<Vec<Vec<RecordBatch>>> {
+        self.operators.iter_mut().map(|o| o.snapshot()).collect()
+    }
+
+    /// Restores what [`Chain::snapshot`] returned.
+    pub fn restore(&mut self, state: Vec<Vec<RecordBatch>>) -> Result<()> {
+        if state.len() != self.operators.len() {
+            return Err(crate::internal!(
+                "a checkpoint holds state for {} operators, the plan has {}",
+                state.len(),
+                self.operators.len()
+            ));
+        }
+        for (op, s) in self.operators.iter_mut().zip(state) {
+            op.restore(s)?;
+        }
+        Ok(())
     }
 
     pub fn names(&self) -> Vec<String> {
