@@ -25,6 +25,9 @@
 //!                                       │
 //!                                       ▼
 //!                     connectors/sinks/ Parquet files (hidden temporary, fsync, rename)
+//!
+//!   state/ checkpoints: barriers from database/checkpoint.rs cut every dataflow;
+//!   source positions, operator state, view rows and sink files → manifest + CURRENT
 //! ```
 //!
 //! Module map:
@@ -41,8 +44,8 @@
 //! - [`planner`]: DataFusion's logical plan to a streaming plan.
 //! - [`database`]: executes statements; sessions and their settings.
 //! - [`server`]: the PostgreSQL wire protocol.
+//! - [`state`]: checkpoints on disk: encoded operator state, manifests.
 //!
-//! Checkpoints (`state/`) come with the durability work.
 //! See docs/architecture.md.
 
 pub mod catalog;
@@ -53,6 +56,7 @@ pub mod operators;
 pub mod planner;
 pub mod server;
 pub mod sql;
+pub mod state;
 pub mod storage;
 pub mod stream;
 

@@ -45,6 +45,15 @@ struct ServeArgs {
     /// (`demo_temps_5s`).
     #[arg(long, env = "RUNNEL_DEMO")]
     demo: bool,
+    /// Seconds between checkpoints (what a crash may have to replay); a
+    /// FLUSH with sinks, CHECKPOINT and a clean stop take one too.
+    #[arg(long, env = "RUNNEL_CHECKPOINT_INTERVAL", default_value_t = 5.0)]
+    checkpoint_interval: f64,
+    /// Start without the last checkpoint (it is moved aside): the way out
+    /// of a damaged one. Views are rebuilt from their sources' start
+    /// positions; sinks may write rows again.
+    #[arg(long)]
+    discard_checkpoints: bool,
 }
 
 fn main() -> ExitCode {
@@ -85,9 +94,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.listen
         ));
     }
-    let db = Database::open(Config::new(&args.data_dir))
-        .await
-        .map_err(|e| e.to_string())?;
+    if !(args.checkpoint_interval.is_finite() && args.checkpoint_interval > 0.0) {
+        return Err("--checkpoint-interval must be a positive number of seconds".into());
+    }
+    let mut config = Config::new(&args.data_dir);
+    config.checkpoint_interval = std::time::Duration::from_secs_f64(args.checkpoint_interval);
+    config.discard_checkpoints = args.discard_checkpoints;
+    let db = Database::open(config).await.map_err(|e| e.to_string())?;
     if args.demo {
         db.install_demo()
             .await

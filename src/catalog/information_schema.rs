@@ -511,6 +511,7 @@ mod tests {
 +--------------------+------------+---------+
 | table_name         | table_type | columns |
 +--------------------+------------+---------+
+| checkpoints        | BASE TABLE | 7       |
 | materialized_views | BASE TABLE | 12      |
 | sinks              | BASE TABLE | 16      |
 | source_errors      | BASE TABLE | 7       |

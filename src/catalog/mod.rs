@@ -76,6 +76,8 @@ struct State {
 pub struct Catalog {
     data_dir: PathBuf,
     state: RwLock<State>,
+    /// What checkpoints did, for `runnel_catalog.checkpoints`.
+    pub checkpoints: Arc<crate::state::CheckpointHistory>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -123,6 +125,7 @@ impl Catalog {
                 entries: BTreeMap::new(),
                 next_id,
             }),
+            checkpoints: Arc::default(),
         };
         Ok((catalog, defs))
     }

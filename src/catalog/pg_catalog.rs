@@ -669,6 +669,7 @@ ORDER BY 1,2;"#,
 +--------------------+--------+---------+
 | relname            | kind   | visible |
 +--------------------+--------+---------+
+| checkpoints        |        | false   |
 | materialized_views |        | false   |
 | sinks              |        | false   |
 | snk                | sink   | true    |

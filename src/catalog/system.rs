@@ -73,6 +73,7 @@ const SOURCES: &str = "sources";
 const SOURCE_ERRORS: &str = "source_errors";
 const MATERIALIZED_VIEWS: &str = "materialized_views";
 const SINKS: &str = "sinks";
+const CHECKPOINTS: &str = "checkpoints";
 
 /// The `runnel_catalog` schema.
 #[derive(Debug)]
@@ -90,6 +91,7 @@ impl SystemSchema {
 /// information_schema).
 pub fn system_tables() -> Vec<(&'static str, SchemaRef)> {
     vec![
+        (CHECKPOINTS, crate::state::checkpoints_schema()),
         (MATERIALIZED_VIEWS, views_schema()),
         (SINKS, crate::connectors::sinks::sinks_schema()),
         (SOURCE_ERRORS, source_errors_schema()),
@@ -128,6 +130,11 @@ impl SchemaProvider for SystemSchema {
                 crate::connectors::sinks::sinks_schema(),
                 Vec::new(),
                 Arc::new(move |_| crate::connectors::sinks::sinks_rows(&sinks(&catalog))),
+            ),
+            CHECKPOINTS => ComputedTable::new(
+                crate::state::checkpoints_schema(),
+                Vec::new(),
+                Arc::new(move |_| crate::state::checkpoints_rows(&catalog.checkpoints)),
             ),
             _ => return Ok(None),
         };

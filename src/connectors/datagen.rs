@@ -15,6 +15,15 @@
 //! wall clock (event time without `start`, and `now` columns). The rate is
 //! kept per tick of wall-clock time: whatever rows are due are made as one
 //! columnar batch, never a sleep per row.
+//!
+//! Resuming. The one split's position is the rows made so far with what
+//! makes the next ones (`rows=..;seed=..;start_ns=..;streams=..`: the seed,
+//! drawn or given; the wall-clock start of event time; each column's
+//! random-stream positions). A resumed reader makes exactly the rows an
+//! uninterrupted one would have made from there, with one exception: event
+//! time that follows the wall clock jumps forward over the time the source
+//! was down (never back), and `now` columns read the clock. A throttled
+//! reader goes on at its rate from the moment it resumes.
 
 mod generate;
 mod rules;
@@ -32,6 +41,7 @@ use tokio::time::MissedTickBehavior;
 use self::generate::Generator;
 use self::rules::{ColumnSpec, PROPERTIES};
 use super::options::{Options, invalid};
+use super::position::{ParsedPosition, PositionText};
 use super::runtime::{ReaderContext, ReadySignal, SplitWriter};
 use super::{Connector, SourceSpec};
 use crate::error::{Error, Result};
@@ -46,6 +56,8 @@ const TICK: Duration = Duration::from_millis(10);
 const DEFAULT_RATE: u64 = 1000;
 /// Event-time step per row when rows come as fast as possible.
 const UNLIMITED_STEP_NS: i64 = 1_000_000;
+/// The one split of a reader.
+const SPLIT: &str = "datagen";
 
 #[derive(Debug, Clone)]
 pub struct DatagenConnector {
@@ -194,42 +206,133 @@ impl Connector for DatagenConnector {
 
     fn start(&self, ctx: &mut ReaderContext) -> Result<()> {
         let event_column = ctx.spec.event_time.as_ref().map(|e| e.column.as_str());
-        let seed = self.seed.unwrap_or_else(|| rand::rng().random());
-        let generator = Generator::new(
+        let resumed = match ctx.resume.get(SPLIT) {
+            Some(text) => Some(Resumed::parse(text)?),
+            None => None,
+        };
+        let now = now_ns();
+        let step = self.default_step_ns();
+        let origin = match &resumed {
+            Some(r) => Origin {
+                seed: r.seed,
+                // Event time on the wall clock goes on from where it was,
+                // or from now if the source was down meanwhile.
+                start_ns: r.start_ns.saturating_add(
+                    now.saturating_sub(
+                        r.start_ns
+                            .saturating_add(step.saturating_mul(r.rows as i64)),
+                    )
+                    .max(0),
+                ),
+            },
+            None => Origin {
+                seed: self.seed.unwrap_or_else(|| rand::rng().random()),
+                start_ns: now,
+            },
+        };
+        let mut generator = Generator::new(
             &self.columns,
             ctx.spec.schema.clone(),
             event_column,
-            seed,
-            now_ns(),
-            self.default_step_ns(),
+            origin.seed,
+            origin.start_ns,
+            step,
         )?;
-        let writer = ctx.split("datagen");
+        if let Some(r) = &resumed {
+            generator.seek(&r.streams)?;
+        }
+        let first = resumed.map_or(0, |r| r.rows);
+        let writer = ctx.split(SPLIT);
         let ready = ctx.ready_signal();
-        ctx.spawn(run(generator, writer, self.rate, self.limit, ready));
+        let (rate, limit) = (self.rate, self.limit);
+        ctx.spawn(run(generator, origin, first, writer, rate, limit, ready));
         Ok(())
     }
 }
 
-/// The reader loop: rows that are due, as batches, until the limit.
+/// What a reader's rows follow from besides the options: recorded so that
+/// a resumed reader follows the same.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    seed: u64,
+    /// Wall-clock start of event time without a `start`.
+    start_ns: i64,
+}
+
+impl Origin {
+    /// The split's position after `rows` rows.
+    fn position(&self, rows: u64, generator: &Generator) -> String {
+        let streams: Vec<String> = generator
+            .streams()
+            .iter()
+            .map(|(values, nulls)| format!("{values}.{nulls}"))
+            .collect();
+        PositionText::new()
+            .with("rows", rows)
+            .with("seed", self.seed)
+            .with("start_ns", self.start_ns)
+            .with("streams", streams.join(","))
+            .finish()
+    }
+}
+
+/// A recorded position, read back.
+#[derive(Debug)]
+struct Resumed {
+    rows: u64,
+    seed: u64,
+    start_ns: i64,
+    streams: Vec<(u128, u128)>,
+}
+
+impl Resumed {
+    fn parse(text: &str) -> Result<Self> {
+        let p = ParsedPosition::parse(SPLIT, text)?;
+        let streams = p
+            .raw("streams")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let (v, n) = s.split_once('.')?;
+                Some((v.parse().ok()?, n.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| p.error("the stream positions are not readable"))?;
+        Ok(Resumed {
+            rows: p.get("rows")?,
+            seed: p.get("seed")?,
+            start_ns: p.get("start_ns")?,
+            streams,
+        })
+    }
+}
+
+/// The reader loop: rows that are due, as batches, from row `first` until
+/// the limit.
 async fn run(
     mut generator: Generator,
+    origin: Origin,
+    first: u64,
     mut writer: SplitWriter,
     rate: Option<u64>,
     limit: Option<u64>,
     ready: ReadySignal,
 ) -> Result<()> {
     writer.announce().await?;
+    writer.resume_at(origin.position(first, &generator));
+    writer.tell_position().await?;
     ready.send().await?;
     let started = Instant::now();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut made: u64 = 0;
+    let mut made = first;
     while limit.is_none_or(|l| made < l) {
         let due = match rate {
             None => made + MAX_BATCH,
             Some(r) => {
                 ticks.tick().await;
-                (started.elapsed().as_secs_f64() * r as f64) as u64
+                first + (started.elapsed().as_secs_f64() * r as f64) as u64
             }
         };
         let due = limit.map_or(due, |l| due.min(l));
@@ -237,6 +340,7 @@ async fn run(
             let n = (due - made).min(MAX_BATCH);
             let batch = generator.batch(made, n as usize, now_ns())?;
             made += n;
+            writer.resume_at(origin.position(made, &generator));
             writer.batch(batch, made).await?;
         }
         writer

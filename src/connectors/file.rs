@@ -21,6 +21,16 @@
 //! its byte offset; a partial last line waits for its newline (or, without
 //! follow, for the end of the file). A line over `max_line_bytes` is a bad
 //! record whose first bytes are kept; memory per file stays bounded.
+//!
+//! Resuming (`file/resume.rs`). A split's position is the byte offset after
+//! its last complete line handed over, with the file's identity and a
+//! fingerprint of its first bytes. A resumed reader looks files up by
+//! identity, so a file renamed since the checkpoint (rotated) goes on under
+//! its new name; a file read to its end stays recorded and is not read
+//! again; a file shorter than its recorded offset (truncated), or not
+//! beginning as the recorded one did (its inode reused, rewritten), or
+//! another file under a recorded name, is read from byte 0, with a warning.
+//! A followed file that goes away is forgotten.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -36,9 +46,13 @@ use datafusion::arrow::datatypes::DataType;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 mod lines;
+mod resume;
+#[cfg(test)]
+mod tests;
 
 pub(super) use lines::{Framed, LineFramer, Numbering, framed_rejects};
 
+use self::resume::{HEAD_BYTES, Resume, file_position};
 use super::options::{Options, invalid};
 use super::runtime::{Downstream, ReaderContext, ReadySignal, SplitWriter};
 use super::{Connector, SourceSpec};
@@ -172,6 +186,7 @@ impl Connector for FileConnector {
     fn start(&self, ctx: &mut ReaderContext) -> Result<()> {
         let connector = self.clone();
         let spec = ctx.spec.clone();
+        let resume = Resume::parse(&ctx.resume)?;
         let make = {
             let spec = ctx.spec.clone();
             let stats = ctx.stats.clone();
@@ -182,7 +197,7 @@ impl Connector for FileConnector {
             }
         };
         let ready = ctx.ready_signal();
-        ctx.spawn(async move { connector.run(spec, make, ready).await });
+        ctx.spawn(async move { connector.run(spec, make, ready, resume).await });
         Ok(())
     }
 }
@@ -191,6 +206,10 @@ impl Connector for FileConnector {
 struct OpenFile {
     /// The name it has now (the split and the `file` metadata).
     path: PathBuf,
+    /// Its identity, recorded with its position.
+    id: FileId,
+    /// Its first bytes (up to `HEAD_BYTES`), fingerprinted in its position.
+    head: Vec<u8>,
     file: tokio::fs::File,
     /// Byte offset of the next unread byte.
     offset: u64,
@@ -204,6 +223,7 @@ impl FileConnector {
         spec: Arc<SourceSpec>,
         make: impl Fn(&Path) -> SplitWriter + Send,
         ready: ReadySignal,
+        mut resume: Resume,
     ) -> Result<()> {
         let mut buf = vec![0u8; READ_CHUNK];
         if !self.follow {
@@ -215,22 +235,28 @@ impl FileConnector {
                 writer.announce().await?;
                 splits.push((path, writer));
             }
+            let paths: Vec<&Path> = splits.iter().map(|(p, _)| p.as_path()).collect();
+            resume.forget_absent(&paths, &make).await?;
             ready.send().await?;
             for (path, writer) in splits {
-                let mut f = self.open(&spec, &path, writer).await?;
+                let mut f = self.open(&path, writer, Some(&mut resume)).await?;
                 while f.read_some(&spec, &mut buf).await? {}
-                f.end(&spec).await?;
+                f.end(&spec, true).await?;
             }
             return Ok(());
         }
         let mut open: BTreeMap<FileId, OpenFile> = BTreeMap::new();
         let mut initial: Vec<(FileId, PathBuf)> = self.scan().await?.into_iter().collect();
         initial.sort_by(|a, b| a.1.cmp(&b.1));
+        let paths: Vec<&Path> = initial.iter().map(|(_, p)| p.as_path()).collect();
+        resume.forget_absent(&paths, &make).await?;
         for (id, path) in initial {
-            let f = self.open(&spec, &path, make(&path)).await?;
+            let f = self.open(&path, make(&path), Some(&mut resume)).await?;
             f.writer.announce().await?;
             open.insert(id, f);
         }
+        // Files that appear later are new: read from byte 0.
+        drop(resume);
         ready.send().await?;
         loop {
             let mut progressed = false;
@@ -238,11 +264,14 @@ impl FileConnector {
             let mut by_name: Vec<&mut OpenFile> = open.values_mut().collect();
             by_name.sort_by(|a, b| a.path.cmp(&b.path));
             for f in by_name {
+                // Read before the file: FLUSHes asked by then see what the
+                // reads below reach.
+                let flush_epoch = f.writer.stats().flush_epoch();
                 while f.read_some(&spec, &mut buf).await? {
                     progressed = true;
                 }
-                // At the end of what the file holds now: answers FLUSH.
-                f.writer.caught_up().await?;
+                // At the end of what the file held: answers those FLUSHes.
+                f.writer.caught_up_to(flush_epoch).await?;
             }
             match self.scan().await {
                 Ok(named) => {
@@ -288,13 +317,20 @@ impl FileConnector {
                     // What was written before it went away is still read.
                     while f.read_some(spec, buf).await? {}
                     if let Some(f) = open.remove(&id) {
-                        f.end(spec).await?;
+                        f.end(spec, false).await?;
                     }
                     changed = true;
                 }
                 Some(path) if *path != f.path => {
                     while f.read_some(spec, buf).await? {}
-                    let old = std::mem::replace(&mut f.writer, make(path));
+                    // The new name is recorded before the old one is
+                    // forgotten: a checkpoint between the two finds the
+                    // file under either, at the same offset.
+                    let mut renamed = make(path);
+                    renamed.resume_at(f.position());
+                    renamed.tell_position().await?;
+                    let mut old = std::mem::replace(&mut f.writer, renamed);
+                    old.forget_position().await?;
                     old.finish().await?;
                     f.path = path.clone();
                     changed = true;
@@ -310,7 +346,7 @@ impl FileConnector {
         }
         for (id, path) in named {
             if let Entry::Vacant(slot) = open.entry(id) {
-                match self.open(spec, &path, make(&path)).await {
+                match self.open(&path, make(&path), None).await {
                     Ok(f) => {
                         slot.insert(f);
                         changed = true;
@@ -322,22 +358,55 @@ impl FileConnector {
         Ok(changed)
     }
 
-    async fn open(&self, spec: &SourceSpec, path: &Path, writer: SplitWriter) -> Result<OpenFile> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| unreadable(&path.display().to_string(), &e))?;
-        let skip_header = spec.format.as_ref().is_some_and(|f| f.skips_header());
+    /// Opens `path` at its start, or where `resume` recorded it, and
+    /// tells the reader that position.
+    async fn open(
+        &self,
+        path: &Path,
+        mut writer: SplitWriter,
+        resume: Option<&mut Resume>,
+    ) -> Result<OpenFile> {
+        let unreadable = |e: std::io::Error| unreadable(&path.display().to_string(), &e);
+        let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+        let meta = file.metadata().await.map_err(unreadable)?;
+        let id = (meta.dev(), meta.ino());
+        let (offset, head) = match resume {
+            Some(r) => r
+                .position(&mut file, path, id, meta.len())
+                .await
+                .map_err(unreadable)?,
+            None => (0, Vec::new()),
+        };
+        let skip_header = writer
+            .spec()
+            .format
+            .as_ref()
+            .is_some_and(|f| f.skips_header());
+        let mut lines = LineFramer::new(self.max_line, Numbering::ByteOffset, skip_header);
+        if offset > 0 {
+            // Past the header, which was the first line.
+            lines.reset(offset);
+        }
+        writer.resume_at(file_position(offset, id, &head));
+        writer.tell_position().await?;
         Ok(OpenFile {
             path: path.to_path_buf(),
+            id,
+            head,
             file,
-            offset: 0,
-            lines: LineFramer::new(self.max_line, Numbering::ByteOffset, skip_header),
+            offset,
+            lines,
             writer,
         })
     }
 }
 
 impl OpenFile {
+    /// Where this file resumes after the lines handed over so far.
+    fn position(&self) -> String {
+        file_position(self.lines.consumed(), self.id, &self.head)
+    }
+
     /// Reads what is there; false at the current end of the file.
     async fn read_some(&mut self, spec: &SourceSpec, buf: &mut [u8]) -> Result<bool> {
         let n = self
@@ -348,6 +417,10 @@ impl OpenFile {
         if n == 0 {
             return Ok(false);
         }
+        if self.head.len() < HEAD_BYTES && self.head.len() as u64 == self.offset {
+            let more = n.min(HEAD_BYTES - self.head.len());
+            self.head.extend_from_slice(&buf[..more]);
+        }
         self.offset += n as u64;
         let framed = self.lines.feed(&buf[..n]);
         self.send(spec, framed).await?;
@@ -355,10 +428,15 @@ impl OpenFile {
     }
 
     /// The file is done: its unterminated last line is a record, and its
-    /// split ends.
-    async fn end(mut self, spec: &SourceSpec) -> Result<()> {
+    /// split ends. With `keep` its position stays recorded (a file read to
+    /// its end is not read again); without, it is forgotten (a followed
+    /// file that went away).
+    async fn end(mut self, spec: &SourceSpec, keep: bool) -> Result<()> {
         let framed = self.lines.finish();
         self.send(spec, framed).await?;
+        if !keep {
+            self.writer.forget_position().await?;
+        }
         self.writer.finish().await
     }
 
@@ -373,8 +451,10 @@ impl OpenFile {
             .await
             .map_err(|e| Error::io(format!("rewinding {}", self.path.display()), e))?;
         self.offset = 0;
+        self.head.clear();
         self.lines.reset(0);
-        Ok(())
+        self.writer.resume_at(self.position());
+        self.writer.tell_position().await
     }
 
     async fn send(&mut self, spec: &SourceSpec, framed: Framed) -> Result<()> {
@@ -383,8 +463,10 @@ impl OpenFile {
             too_long,
         } = framed;
         framed_rejects(&self.writer, too_long)?;
+        self.writer.resume_at(self.position());
         if records.is_empty() {
-            return Ok(());
+            // Only empty, overlong or header lines: the position moves.
+            return self.writer.tell_position().await;
         }
         for m in &spec.metadata {
             let column: ArrayRef = match m.kind.as_str() {

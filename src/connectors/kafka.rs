@@ -6,6 +6,12 @@
 //! does: no consumer group, nothing committed to the broker. Fetches ask for
 //! up to 1 MiB so that decoding runs over large chunks.
 //!
+//! Resuming. A partition's position is its next offset (`offset=N`); a
+//! reader resumed from a checkpoint reads each recorded partition from
+//! there, whatever the start mode says (partitions not recorded start as
+//! configured). An offset no longer in the partition (deleted by
+//! retention) goes on from the nearest one kept, with a warning.
+//!
 //! Broker trouble while running (broker down, connection reset, leader
 //! moved) is retried with exponential backoff and shown in the source's
 //! state; it never ends a reader. Only the reader's own end (dropped, or a
@@ -15,6 +21,7 @@
 
 mod config;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,9 +41,10 @@ use tokio::task::JoinSet;
 
 use self::config::{StartAt, parse_brokers, parse_start};
 use super::options::{Options, invalid};
+use super::position::{ParsedPosition, PositionText};
 use super::records::RawRecords;
 use super::runtime::{Downstream, ReaderContext, ReadySignal, SourceStats, SplitWriter};
-use super::{Connector, SourceSpec};
+use super::{Connector, SourceSpec, SplitPositions};
 use crate::error::{Error, Result};
 
 /// Bytes asked for per partition and fetch: big chunks decode fast.
@@ -151,6 +159,35 @@ fn tidy(text: String) -> String {
     }
 }
 
+/// A partition's resume position: the offset of the next record to read.
+fn next_offset(offset: i64) -> String {
+    PositionText::new().with("offset", offset).finish()
+}
+
+/// The next offsets recorded at a checkpoint, by partition.
+fn recorded_offsets(positions: &SplitPositions) -> Result<BTreeMap<i32, i64>> {
+    let mut offsets = BTreeMap::new();
+    for (split, text) in positions {
+        let p = ParsedPosition::parse(split, text)?;
+        let partition = split
+            .strip_prefix("partition ")
+            .and_then(|n| n.parse::<i32>().ok())
+            .ok_or_else(|| p.error("it is not a Kafka partition"))?;
+        offsets.insert(partition, p.get("offset")?);
+    }
+    Ok(offsets)
+}
+
+/// Where `partition` starts, when that needs no broker: its recorded
+/// offset, which wins over the start mode, or an offset given for it.
+fn known_start(recorded: &BTreeMap<i32, i64>, start: &StartAt, partition: i32) -> Option<i64> {
+    match (recorded.get(&partition), start) {
+        (Some(&offset), _) => Some(offset),
+        (None, StartAt::Offsets(given)) => given.get(&partition).copied(),
+        (None, _) => None,
+    }
+}
+
 fn unreachable(address: &str, why: &str) -> Error {
     let which = if address.contains(',') {
         "any Kafka broker of"
@@ -219,6 +256,7 @@ impl Connector for KafkaConnector {
     fn start(&self, ctx: &mut ReaderContext) -> Result<()> {
         let reader = Arc::new(TopicReader {
             connector: self.clone(),
+            resume: recorded_offsets(&ctx.resume)?,
             spec: ctx.spec.clone(),
             stats: ctx.stats.clone(),
             downstream: Downstream::One(ctx.sender()),
@@ -232,6 +270,9 @@ impl Connector for KafkaConnector {
 /// One reader of the topic: shared by its partition tasks.
 struct TopicReader {
     connector: KafkaConnector,
+    /// Next offsets recorded at a checkpoint, by partition: they win over
+    /// the start mode.
+    resume: BTreeMap<i32, i64>,
     spec: Arc<SourceSpec>,
     stats: Arc<SourceStats>,
     downstream: Downstream,
@@ -319,18 +360,29 @@ impl TopicReader {
             })
             .await;
         let pc = &pc;
-        let mut offset = self
-            .retry(&what, || async {
-                match &self.connector.start {
-                    StartAt::Latest => pc.get_offset(OffsetAt::Latest).await,
-                    StartAt::Offsets(o) if o.contains_key(&partition) => Ok(o[&partition]),
-                    _ => pc.get_offset(OffsetAt::Earliest).await,
-                }
-                .map_err(|e| describe(&e))
-            })
-            .await;
+        let start = &self.connector.start;
+        let mut offset = match known_start(&self.resume, start, partition) {
+            Some(offset) => offset,
+            None => {
+                self.retry(&what, || async {
+                    let at = match start {
+                        StartAt::Latest => OffsetAt::Latest,
+                        _ => OffsetAt::Earliest,
+                    };
+                    pc.get_offset(at).await.map_err(|e| describe(&e))
+                })
+                .await
+            }
+        };
+        // Recorded at once: a checkpoint before the first record must not
+        // leave the partition to the start mode (`latest` would move on).
+        writer.resume_at(next_offset(offset));
+        writer.tell_position().await?;
         loop {
             let asked = Instant::now();
+            // The fetch's high watermark tells what was there when it was
+            // asked: only FLUSHes requested before that are answered by it.
+            let flush_epoch = writer.stats().flush_epoch();
             let fetched = self
                 .retry(&what, || async {
                     let max_wait = FETCH_MAX_WAIT.as_millis() as i32;
@@ -349,6 +401,8 @@ impl TopicReader {
                     offset = self
                         .retry(&what, || self.offset_in_range(pc, partition, offset))
                         .await;
+                    writer.resume_at(next_offset(offset));
+                    writer.tell_position().await?;
                 }
                 Fetched::Records(mut records, high_watermark) => {
                     // Exactly the records from `offset` on, each once, even
@@ -364,6 +418,9 @@ impl TopicReader {
                     if let Some(last) = records.last() {
                         let next = last.offset + 1;
                         self.deliver(&mut writer, partition, &records).await?;
+                        // Past trailing records without a value too.
+                        writer.resume_at(next_offset(next));
+                        writer.tell_position().await?;
                         offset = next;
                     } else if let Some(rest) = FETCH_MAX_WAIT.checked_sub(asked.elapsed()) {
                         // The broker answered an empty fetch at once.
@@ -371,8 +428,9 @@ impl TopicReader {
                     }
                     writer.set_lag(offset as u64, Some((high_watermark - offset).max(0)));
                     if offset >= high_watermark {
-                        // Everything the partition holds now is delivered.
-                        writer.caught_up().await?;
+                        // Everything the partition held when the fetch was
+                        // asked is delivered.
+                        writer.caught_up_to(flush_epoch).await?;
                     }
                 }
             }
@@ -424,8 +482,7 @@ impl TopicReader {
         for (i, r) in records.iter().enumerate() {
             if r.record.value.is_none() {
                 if start < i {
-                    writer
-                        .records(self.chunk(partition, &records[start..i])?)
+                    self.send_chunk(writer, partition, &records[start..i])
                         .await?;
                 }
                 writer.reject(r.offset as u64, "null message value".into(), &[])?;
@@ -433,11 +490,25 @@ impl TopicReader {
             }
         }
         if start < records.len() {
-            writer
-                .records(self.chunk(partition, &records[start..])?)
+            self.send_chunk(writer, partition, &records[start..])
                 .await?;
         }
         Ok(())
+    }
+
+    /// Sends a run of records, which moves the partition's position to
+    /// just after its last one (not after the whole fetch: a checkpoint may
+    /// fall between two runs).
+    async fn send_chunk(
+        &self,
+        writer: &mut SplitWriter,
+        partition: i32,
+        records: &[RecordAndOffset],
+    ) -> Result<()> {
+        if let Some(last) = records.last() {
+            writer.resume_at(next_offset(last.offset + 1));
+        }
+        writer.records(self.chunk(partition, records)?).await
     }
 
     /// The payloads of a run of records with values, and the metadata
@@ -522,5 +593,41 @@ impl TopicReader {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_offsets_win_over_the_start_mode_for_their_partitions() {
+        let positions = SplitPositions::from([
+            ("partition 0".into(), next_offset(42)),
+            ("partition 2".into(), next_offset(0)),
+        ]);
+        let recorded = recorded_offsets(&positions).unwrap();
+        assert_eq!(recorded, BTreeMap::from([(0, 42), (2, 0)]));
+        let given = StartAt::Offsets(BTreeMap::from([(0, 7), (1, 9)]));
+        for start in [StartAt::Earliest, StartAt::Latest, given.clone()] {
+            assert_eq!(known_start(&recorded, &start, 0), Some(42));
+            assert_eq!(known_start(&recorded, &start, 2), Some(0));
+        }
+        // Partitions not recorded start as configured.
+        assert_eq!(known_start(&recorded, &given, 1), Some(9));
+        assert_eq!(known_start(&recorded, &StartAt::Latest, 1), None);
+        assert_eq!(known_start(&BTreeMap::new(), &given, 0), Some(7));
+    }
+
+    #[test]
+    fn positions_that_are_not_a_partitions_are_refused() {
+        let bad = |split: &str, text: &str| {
+            let positions = SplitPositions::from([(split.into(), text.into())]);
+            let e = recorded_offsets(&positions).unwrap_err();
+            assert_eq!(e.sqlstate(), "XX001", "{e}");
+        };
+        bad("datagen", "offset=1");
+        bad("partition x", "offset=1");
+        bad("partition 1", "rows=1");
     }
 }

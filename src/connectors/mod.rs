@@ -8,8 +8,9 @@
 //!
 //! Reading model: each reader of a source (a continuous query, later a
 //! materialized view) reads it independently from the connector's start
-//! position, as in Flink and RisingWave. Sources that cannot replay (TCP) fan
-//! their input out to the readers attached at the time.
+//! position, as in Flink and RisingWave, or from the split positions a
+//! checkpoint recorded (`open_reader_at`). Sources that cannot replay (TCP)
+//! fan their input out to the readers attached at the time.
 
 mod datagen;
 mod file;
@@ -18,12 +19,15 @@ mod kafka;
 mod live_filter;
 mod nexmark;
 mod options;
+mod position;
 mod reader;
 mod records;
 mod runtime;
 mod scan;
 pub mod sinks;
 mod tcp;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +43,7 @@ use datafusion::physical_expr::PhysicalExpr;
 pub use format::{Format, RecordDecoder};
 pub use live_filter::{LiveFilterExec, unbatched_filters};
 pub use options::{Options, invalid, parse_bool, parse_duration};
-pub use reader::{FlushRequests, SourceReader};
+pub use reader::{CheckpointRequests, FlushRequests, SourceReader, SplitPositions};
 pub use records::RawRecords;
 pub use runtime::{
     Downstream, Fanout, ReaderContext, ReadySignal, SourceErrorRecord, SourceStats, SplitEvent,
@@ -81,7 +85,8 @@ pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
-    /// True when a reader can start again from a recorded position.
+    /// True when a reader can start again from a recorded position. A
+    /// source that cannot records no positions at checkpoints.
     fn can_replay(&self) -> bool {
         true
     }
@@ -100,7 +105,8 @@ pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Starts one reader: spawns its split tasks into `ctx`.
+    /// Starts one reader: spawns its split tasks into `ctx`. Splits named
+    /// in `ctx.resume` continue from their recorded position.
     fn start(&self, ctx: &mut ReaderContext) -> Result<()>;
 }
 
@@ -457,10 +463,42 @@ impl SourceRuntime {
 
     /// Starts a new, independent reader.
     pub fn open_reader(&self) -> Result<SourceReader> {
+        self.open_reader_at(None)
+    }
+
+    /// Starts a new reader whose splits listed in `positions` (taken at a
+    /// checkpoint barrier of an earlier reader) continue from there: it
+    /// delivers exactly the records after those emitted before that
+    /// barrier. Splits not listed start where the source starts. A source
+    /// that cannot replay ignores `positions`.
+    pub fn open_reader_at(&self, positions: Option<&SplitPositions>) -> Result<SourceReader> {
         let connector = self.connector.clone();
         let finite = self.connector.is_finite();
-        SourceReader::start(self.spec.clone(), self.stats.clone(), finite, |ctx| {
-            connector.start(ctx)
-        })
+        let resume = match positions {
+            Some(p) if self.can_replay() => p.clone(),
+            Some(p) => {
+                if !p.is_empty() {
+                    tracing::warn!(
+                        source = %self.spec.name,
+                        "the source cannot replay; its recorded positions are ignored"
+                    );
+                }
+                SplitPositions::new()
+            }
+            None => SplitPositions::new(),
+        };
+        SourceReader::start(
+            self.spec.clone(),
+            self.stats.clone(),
+            finite,
+            resume,
+            |ctx| connector.start(ctx),
+        )
+    }
+
+    /// Whether a reader can continue from recorded positions (`tcp`
+    /// cannot: what was in flight is gone).
+    pub fn can_replay(&self) -> bool {
+        self.connector.can_replay()
     }
 }

@@ -16,6 +16,13 @@
 //! (the crate rounds to milliseconds in f32); the base is the reader's
 //! start unless `nexmark.base.time` fixes it. This file must not decode or
 //! compute watermarks: the runtime does that from the batches.
+//!
+//! Resuming. The one split's position is the number of rows (events of its
+//! kind) made so far and the base of event time (`rows=..;base_ms=..`). A
+//! resumed reader makes exactly the events that follow; a base taken from
+//! the wall clock moves forward over the time the source was down (never
+//! back), so event time keeps pace with the clock. A throttled reader goes
+//! on at its rate from the moment it resumes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +39,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::Connector;
 use super::options::{Options, invalid};
+use super::position::{ParsedPosition, PositionText};
 use super::runtime::{ReaderContext, ReadySignal, SplitWriter};
 use crate::error::{Error, Result};
 
@@ -252,12 +260,33 @@ impl Connector for NexmarkConnector {
     }
 
     fn start(&self, ctx: &mut ReaderContext) -> Result<()> {
-        let base_ms = self.base_time_ms.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        });
+        let split = format!("nexmark-{}", self.table.name());
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let (first, base_ms) = match ctx.resume.get(&split) {
+            None => (0, self.base_time_ms.unwrap_or(now_ms)),
+            Some(text) => {
+                let p = ParsedPosition::parse(&split, text)?;
+                let (first, recorded): (u64, i64) = (p.get("rows")?, p.get("base_ms")?);
+                let base = match self.base_time_ms {
+                    Some(fixed) => fixed,
+                    None => {
+                        // Where the next event would be on the clock, moved
+                        // up to now if the source was down meanwhile.
+                        let next = EventGenerator::new(crate_config(0, self.gap_ns, self.seed))
+                            .with_type_filter(self.table.event_type())
+                            .with_offset(first)
+                            .global_offset();
+                        let since_base = (next as i128 * self.gap_ns as i128 / 1_000_000)
+                            .min(i64::MAX as i128) as i64;
+                        recorded.max(now_ms.saturating_sub(since_base))
+                    }
+                };
+                (first, base)
+            }
+        };
         let rows = Rows {
             table: self.table,
             schema: ctx.spec.schema.clone(),
@@ -265,13 +294,35 @@ impl Connector for NexmarkConnector {
             gap_ns: self.gap_ns,
         };
         let generator = EventGenerator::new(crate_config(base_ms, self.gap_ns, self.seed))
-            .with_type_filter(self.table.event_type());
-        let writer = ctx.split(format!("nexmark-{}", self.table.name()));
-        let (limit, chunk, rate) = (self.event_num, self.chunk, self.rate);
+            .with_type_filter(self.table.event_type())
+            .with_offset(first);
+        let writer = ctx.split(split);
+        let pace = Pace {
+            limit: self.event_num,
+            chunk: self.chunk,
+            rate: self.rate,
+        };
         let ready = ctx.ready_signal();
-        ctx.spawn(run(generator, rows, writer, limit, chunk, rate, ready));
+        ctx.spawn(run(generator, rows, base_ms, writer, pace, ready));
         Ok(())
     }
+}
+
+/// How much a reader makes, and how fast.
+struct Pace {
+    /// Events of all kinds; `None` is endless.
+    limit: Option<u64>,
+    chunk: usize,
+    /// Events of all kinds per second.
+    rate: Option<f64>,
+}
+
+/// The split's position: rows made so far, and the base of event time.
+fn position(rows: u64, base_ms: i64) -> String {
+    PositionText::new()
+        .with("rows", rows)
+        .with("base_ms", base_ms)
+        .finish()
 }
 
 /// The crate's configuration for event 0 at `base_ms` and one event per
@@ -290,18 +341,27 @@ fn crate_config(base_ms: i64, gap_ns: i64, seed: usize) -> NexmarkConfig {
 /// Event ids per seed: a multiple of the crate's 50-event proportion cycle.
 const SEED_STRIDE: usize = 1_000_000_000;
 
-/// The reader loop: events that are due, a chunk at a time.
+/// The reader loop: events that are due, a chunk at a time, from where
+/// `generator` stands.
 async fn run(
     mut generator: EventGenerator,
     rows: Rows,
+    base_ms: i64,
     mut writer: SplitWriter,
-    limit: Option<u64>,
-    chunk: usize,
-    rate: Option<f64>,
+    pace: Pace,
     ready: ReadySignal,
 ) -> Result<()> {
+    let Pace { limit, chunk, rate } = pace;
     writer.announce().await?;
+    writer.resume_at(position(generator.offset(), base_ms));
+    writer.tell_position().await?;
     ready.send().await?;
+    // The schedule counts events of all kinds from where this reader starts.
+    let resumed_at = if generator.offset() == 0 {
+        0
+    } else {
+        generator.global_offset()
+    };
     let started = Instant::now();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -310,7 +370,7 @@ async fn run(
             None => u64::MAX,
             Some(r) => {
                 ticks.tick().await;
-                (started.elapsed().as_secs_f64() * r) as u64
+                resumed_at + (started.elapsed().as_secs_f64() * r) as u64
             }
         };
         let due = limit.map_or(due, |l| due.min(l));
@@ -323,6 +383,7 @@ async fn run(
                 }
             }
             let batch = rows.batch(&events)?;
+            writer.resume_at(position(generator.offset(), base_ms));
             writer.batch(batch, generator.global_offset()).await?;
             writer
                 .generated_due(rate.is_some(), limit.is_some())
@@ -588,5 +649,36 @@ mod seed_tests {
                 .collect()
         };
         assert_eq!(kind(&a), kind(&c));
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use crate::connectors::testing::{all_rows, assert_same_rows, run_with_checkpoint, source};
+
+    #[tokio::test]
+    async fn a_resumed_reader_makes_the_events_that_follow() {
+        for table in ["bid", "auction", "person"] {
+            // Event time from the wall clock, far ahead of it (1 s per
+            // event): the resumed base stays the recorded one.
+            let source = source(&format!(
+                "CREATE SOURCE n WITH (connector = 'nexmark', nexmark.table.type = '{table}', \
+                 nexmark.event.num = '20000', nexmark.min.event.gap.in.ns = '1000000000', \
+                 nexmark.max.chunk.size = '100')"
+            ))
+            .await;
+            // Not before the first row: the base would be a new reader's.
+            for after in [1, 3] {
+                let (before, rest, positions) = run_with_checkpoint(&source, after).await;
+                let split = format!("nexmark-{table}");
+                assert!(
+                    positions[&split].starts_with(&format!("rows={};", before.len())),
+                    "{positions:?}"
+                );
+                let mut resumed = source.open_reader_at(Some(&positions)).unwrap();
+                let what = format!("{table} after {after}");
+                assert_same_rows(&all_rows(&mut resumed).await, &rest, &what);
+            }
+        }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! A connector only moves bytes (or generates rows). It hands each chunk to
 //! a [`SplitWriter`], which decodes it, keeps the bad records in the error
-//! log, computes the split's watermark and sends the rows on. The reader
-//! (`reader.rs`) merges the splits of one reader into one message stream.
+//! log, computes the split's watermark and sends the rows on, each batch
+//! with the split's resume position (what a checkpoint records; set by the
+//! connector, opaque here). The reader (`reader.rs`) merges the splits of
+//! one reader into one message stream.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -23,6 +25,7 @@ use tokio::task::JoinSet;
 
 use super::SourceSpec;
 use super::format::{Decoded, RecordDecoder};
+use super::reader::SplitPositions;
 use super::records::{RAW_ERROR_BYTES, RawRecords};
 use crate::error::{Error, Result};
 use crate::stream::EventTime;
@@ -41,6 +44,16 @@ pub enum SplitEvent {
         split: Arc<str>,
         batch: RecordBatch,
         watermark: Option<EventTime>,
+        /// Where the split resumes after this batch (see `position.rs`);
+        /// `None` for splits that cannot resume.
+        position: Option<String>,
+    },
+    /// The split's resume position moved without rows (records skipped as
+    /// bad, a reader positioned at its start), or, with `None`, the split
+    /// is gone for good and a resumed reader must not look for it.
+    Position {
+        split: Arc<str>,
+        position: Option<String>,
     },
     /// The split has ended (a file read to its end, a connection closed).
     End(Arc<str>),
@@ -276,6 +289,11 @@ pub struct SplitWriter {
     watermark: Option<EventTime>,
     /// The last FLUSH epoch this split answered.
     caught_up: u64,
+    /// Where the split resumes after what it has handed over so far (set by
+    /// the connector before the records it describes).
+    position: Option<String>,
+    /// The position the reader was last told.
+    told: Option<String>,
 }
 
 impl SplitWriter {
@@ -293,7 +311,47 @@ impl SplitWriter {
             downstream,
             watermark: None,
             caught_up: 0,
+            position: None,
+            told: None,
         }
+    }
+
+    /// Sets where the split resumes once the next records (or, without
+    /// records, [`SplitWriter::tell_position`]) reach the reader: after
+    /// everything handed over by then. Splits that never call this record
+    /// no position (they cannot resume).
+    pub fn resume_at(&mut self, position: String) {
+        self.position = Some(position);
+    }
+
+    /// Tells the reader the position set with `resume_at` if it has
+    /// changed since the last batch: the position moved without rows.
+    pub async fn tell_position(&mut self) -> Result<()> {
+        if self.position == self.told {
+            return Ok(());
+        }
+        self.told = self.position.clone();
+        let (id, position) = (self.id.clone(), self.position.clone());
+        self.downstream
+            .send(|| SplitEvent::Position {
+                split: id.clone(),
+                position: position.clone(),
+            })
+            .await
+    }
+
+    /// The split is gone for good (a followed file deleted): a resumed
+    /// reader must not look for it.
+    pub async fn forget_position(&mut self) -> Result<()> {
+        self.position = None;
+        self.told = None;
+        let id = self.id.clone();
+        self.downstream
+            .send(|| SplitEvent::Position {
+                split: id.clone(),
+                position: None,
+            })
+            .await
     }
 
     /// A generator has written every row due so far. A throttled or endless
@@ -317,6 +375,14 @@ impl SplitWriter {
     /// FLUSH; costs nothing otherwise.
     pub async fn caught_up(&mut self) -> Result<()> {
         let epoch = self.stats.flush_epoch();
+        self.caught_up_to(epoch).await
+    }
+
+    /// Like [`SplitWriter::caught_up`], for a connector that learned what
+    /// was available at some earlier moment (a fetch's high watermark):
+    /// it answers only the FLUSH epochs requested before that moment
+    /// (`SourceStats::flush_epoch` read then), never one asked later.
+    pub async fn caught_up_to(&mut self, epoch: u64) -> Result<()> {
         if epoch <= self.caught_up {
             return Ok(());
         }
@@ -337,6 +403,10 @@ impl SplitWriter {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub fn spec(&self) -> &SourceSpec {
+        &self.spec
     }
 
     pub fn stats(&self) -> &SourceStats {
@@ -433,7 +503,8 @@ impl SplitWriter {
 
     async fn send_batch(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
-            return Ok(());
+            // Every record was bad: the position still moves past them.
+            return self.tell_position().await;
         }
         if let Some(wm) = self.spec.watermark_of(&batch)? {
             self.watermark = Some(self.watermark.map_or(wm, |old| old.max(wm)));
@@ -442,11 +513,14 @@ impl SplitWriter {
             .records_in
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let (id, wm) = (self.id.clone(), self.watermark);
+        self.told = self.position.clone();
+        let position = self.position.clone();
         self.downstream
             .send(|| SplitEvent::Data {
                 split: id.clone(),
                 batch: batch.clone(),
                 watermark: wm,
+                position: position.clone(),
             })
             .await
     }
@@ -463,6 +537,9 @@ impl SplitWriter {
 pub struct ReaderContext {
     pub spec: Arc<SourceSpec>,
     pub stats: Arc<SourceStats>,
+    /// Recorded positions to continue from, by split; empty for a reader
+    /// that starts where the source starts.
+    pub resume: SplitPositions,
     pub(super) tx: mpsc::Sender<SplitEvent>,
     pub(super) tasks: JoinSet<()>,
 }

@@ -17,6 +17,9 @@
 //! reader had received but not yet returned when it stops (a LIMIT reached,
 //! a query canceled) are gone, and a restart loses what was in flight: the
 //! guarantee is at-most-once. A reader that is slow holds back every client.
+//! For the same reason a checkpoint records no position for a tcp source
+//! (`can_replay` is false; its splits never call `resume_at`): a reader
+//! opened after a restart reads what arrives from then on.
 //! Under `on_error = 'fail'` a bad record fails the reading queries and
 //! closes the connection that sent it.
 //!

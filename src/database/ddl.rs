@@ -188,7 +188,7 @@ impl Session {
             }
             let removed = catalog.drop_object(name, drop.kind, drop.cascade)?;
             for def in removed {
-                self.db.forget_dataflow(&def.name);
+                self.db.forget_dataflow(&def.name, def.id);
                 let dir = catalog.storage_dir(def.id);
                 if dir.exists()
                     && let Err(e) = std::fs::remove_dir_all(&dir)

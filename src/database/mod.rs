@@ -6,6 +6,7 @@
 //! state so that SET in one connection never leaks into another. This module
 //! decides what each typed statement does; it does not speak pgwire.
 
+mod checkpoint;
 mod copy;
 mod ddl;
 mod demo;
@@ -57,6 +58,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Parallelism of query execution; defaults to the number of cores.
     pub target_partitions: usize,
+    /// How often a checkpoint is taken (FLUSH and a clean stop take one
+    /// too).
+    pub checkpoint_interval: std::time::Duration,
+    /// Start without the last checkpoint (moved aside): the way out of a
+    /// damaged one.
+    pub discard_checkpoints: bool,
 }
 
 impl Config {
@@ -66,9 +73,14 @@ impl Config {
             target_partitions: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            discard_checkpoints: false,
         }
     }
 }
+
+/// The default time between checkpoints: what a crash may have to replay.
+pub const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A runnel database: cheap to clone, shared by every connection.
 #[derive(Clone)]
@@ -88,6 +100,8 @@ struct Shared {
     sinks: std::sync::Mutex<HashMap<String, Arc<crate::connectors::sinks::SinkRuntime>>>,
     /// FLUSH tickets, increasing.
     flush_ticket: std::sync::atomic::AtomicU64,
+    /// The checkpoint coordinator.
+    checkpoints: checkpoint::Checkpoints,
 }
 
 /// Who is on the other end of a session.
@@ -107,8 +121,8 @@ impl Default for SessionInfo {
     }
 }
 
-/// How long a clean shutdown waits for sinks to commit.
-const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a clean shutdown waits for its last checkpoint.
+const SHUTDOWN_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Database {
     /// Opens (or creates) the database in `config.data_dir` and brings back
@@ -123,6 +137,26 @@ impl Database {
         let (catalog, definitions) = Catalog::load(&config.data_dir)?;
         let catalog = Arc::new(catalog);
         let template = build_state(&config, &catalog)?;
+        let store = crate::state::CheckpointStore::new(&config.data_dir);
+        if config.discard_checkpoints
+            && let Some(aside) = store.discard()?
+        {
+            tracing::warn!(moved_to = %aside.display(), "starting without the checkpoints");
+        }
+        let started = std::time::Instant::now();
+        let restored = store.load()?;
+        store.remove_incomplete()?;
+        if let Some(r) = &restored
+            && let Ok(mut slot) = catalog.checkpoints.restored.lock()
+        {
+            *slot = Some((r.epoch, r.bytes, started.elapsed()));
+        }
+        let (checkpoints, coordinator) = checkpoint::Checkpoints::start(
+            store,
+            restored,
+            config.checkpoint_interval,
+            catalog.checkpoints.clone(),
+        );
         let db = Database {
             shared: Arc::new(Shared {
                 config,
@@ -132,6 +166,7 @@ impl Database {
                 dataflows: std::sync::Mutex::new(HashMap::new()),
                 sinks: std::sync::Mutex::new(HashMap::new()),
                 flush_ticket: std::sync::atomic::AtomicU64::new(0),
+                checkpoints,
             }),
         };
         for def in definitions {
@@ -147,6 +182,31 @@ impl Database {
             db.shared.catalog.restore(entry)?;
         }
         db.shared.catalog.remove_orphans()?;
+        if let Ok(slot) = db.shared.catalog.checkpoints.restored.lock()
+            && let Some((epoch, bytes, _)) = *slot
+        {
+            tracing::info!(
+                epoch,
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "restored from checkpoint"
+            );
+        }
+        let weak = Arc::downgrade(&db.shared);
+        db.shared.checkpoints.run(
+            coordinator,
+            Box::new(move |epoch| {
+                if let Some(shared) = weak.upgrade() {
+                    let db = Database { shared };
+                    for flow in db.dataflow_handles() {
+                        flow.request_checkpoint(epoch);
+                    }
+                    for sink in db.sink_handles() {
+                        sink.request_checkpoint(epoch);
+                    }
+                }
+            }),
+        );
         Ok(db)
     }
 
@@ -186,23 +246,47 @@ impl Database {
     /// Makes everything durable and stops background work. Table writes are
     /// already durable when acknowledged, so this only has to wait for them.
     pub async fn shutdown(&self) -> Result<()> {
-        // A clean stop makes what views and sinks hold visible first (a
-        // FLUSH), within a bound: a sink that cannot commit keeps its rows
-        // for the next run to write again (docs/design/0007).
-        if !self.sink_handles().is_empty() {
-            let flushed =
-                tokio::time::timeout(SHUTDOWN_FLUSH, async { self.session().flush().await }).await;
-            match flushed {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("sinks could not commit at shutdown: {e}"),
-                Err(_) => tracing::warn!(
-                    "sinks did not commit within {SHUTDOWN_FLUSH:?} at shutdown; their \
-                     uncommitted rows are written again after the restart"
-                ),
-            }
+        // A clean stop takes a last checkpoint (which commits what sinks
+        // hold), within a bound: otherwise the next start replays from the
+        // previous one.
+        // What has arrived is taken in first (a FLUSH), so the last
+        // checkpoint holds it and the sinks commit it.
+        let last = tokio::time::timeout(SHUTDOWN_CHECKPOINT, async {
+            self.session().flush().await?;
+            self.checkpoint_and_commit().await
+        })
+        .await;
+        match last {
+            Ok(Ok(epoch)) => tracing::info!(epoch, "last checkpoint taken"),
+            Ok(Err(e)) => tracing::warn!("no last checkpoint at shutdown: {e}"),
+            Err(_) => tracing::warn!(
+                "the last checkpoint did not complete within {SHUTDOWN_CHECKPOINT:?}; the next \
+                 start replays from the previous one"
+            ),
         }
+        self.shared.checkpoints.stop();
         tracing::info!("database shut down");
         Ok(())
+    }
+
+    /// Takes a checkpoint now and waits until every sink has committed
+    /// the files it names.
+    pub async fn checkpoint_and_commit(&self) -> Result<u64> {
+        let epoch = self.shared.checkpoints.checkpoint_now().await?;
+        futures::future::try_join_all(self.sink_handles().iter().map(|s| s.wait_committed(epoch)))
+            .await?;
+        Ok(epoch)
+    }
+
+    /// Registers `owner` with the checkpoint coordinator and hands it its
+    /// restored state.
+    fn checkpoint_link(&self, owner: crate::state::Owner) -> crate::state::CheckpointLink {
+        self.shared.checkpoints.link(owner)
+    }
+
+    /// The epoch sinks watch to commit.
+    fn checkpoint_completed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.checkpoints.completed()
     }
 
     fn register_dataflow(&self, name: &str, dataflow: crate::stream::Dataflow) {
@@ -213,7 +297,19 @@ impl Database {
 
     /// Stops a dropped view's dataflow (dropping it aborts its tasks), or a
     /// dropped sink.
-    fn forget_dataflow(&self, name: &str) {
+    /// The object with catalog id `id` takes no further part in
+    /// checkpoints (dropped, or its CREATE failed).
+    fn forget_checkpoints_of(&self, id: u64) {
+        self.shared
+            .checkpoints
+            .forget(&crate::state::dataflow_owner(id));
+        self.shared
+            .checkpoints
+            .forget(&crate::state::sink_owner(id));
+    }
+
+    fn forget_dataflow(&self, name: &str, id: u64) {
+        self.forget_checkpoints_of(id);
         if let Ok(mut flows) = self.shared.dataflows.lock() {
             flows.remove(name);
         }
@@ -273,7 +369,8 @@ impl Database {
                     view_provider(plan)?
                 }
                 (ObjectKind::MaterializedView, Statement::CreateMaterializedView(stmt)) => {
-                    let (contents, dataflow) = session.build_materialized_view(&stmt).await?;
+                    let (contents, dataflow) =
+                        session.build_materialized_view(&stmt, def.id).await?;
                     self.register_dataflow(&def.name, dataflow);
                     Arc::new(crate::operators::ViewTable::new(contents))
                 }
@@ -581,6 +678,10 @@ impl Session {
                 Ok(Output::Command(Command::new("CLOSE CURSOR")))
             }
             Statement::Flush => self.flush().await,
+            Statement::Checkpoint => {
+                self.db.checkpoint_and_commit().await?;
+                Ok(Output::Command(Command::new("CHECKPOINT")))
+            }
             Statement::Subscribe(s) => self.subscribe(s).map(Output::Rows),
             Statement::ExplainMaterializedView(target) => {
                 self.explain_materialized_view(target).await

@@ -27,17 +27,23 @@ impl Session {
             return Ok(skip);
         }
         let id = catalog.allocate_id()?;
-        let (runtime, depends_on) = self.build_sink(create, id, true).await?;
-        catalog.create(Entry {
-            def: Definition {
-                id,
-                name: create.name.clone(),
-                kind: ObjectKind::Sink,
-                sql: sql.to_string(),
-                depends_on,
-            },
-            provider: Arc::new(SinkTable::new(runtime.clone())),
-        })?;
+        let created = async {
+            let (runtime, depends_on) = self.build_sink(create, id, true).await?;
+            catalog.create(Entry {
+                def: Definition {
+                    id,
+                    name: create.name.clone(),
+                    kind: ObjectKind::Sink,
+                    sql: sql.to_string(),
+                    depends_on,
+                },
+                provider: Arc::new(SinkTable::new(runtime.clone())),
+            })?;
+            Ok::<_, Error>(runtime)
+        }
+        .await;
+        // A sink that was not created takes no part in checkpoints.
+        let runtime = created.inspect_err(|_| self.database().forget_checkpoints_of(id))?;
         self.database().register_sink(&create.name, runtime);
         Ok(Output::Command(Command::new("CREATE SINK")))
     }
@@ -120,16 +126,27 @@ impl Session {
             spec.prepare_path()?;
         }
         let run = next_run(&catalog.storage_dir(id))?;
+        let db = self.database();
         // Attached before the private dataflow starts, so no row is missed.
         let attachment = contents.attach()?;
         let dataflow = match plan {
             Some(plan) => {
-                let parallelism = self.database().config().target_partitions;
-                Some(Dataflow::spawn(plan, contents, parallelism)?)
+                let parallelism = db.config().target_partitions;
+                let link = db.checkpoint_link(crate::state::dataflow_owner(id));
+                Some(Dataflow::spawn(plan, contents, parallelism, link)?)
             }
             None => None,
         };
-        let runtime = SinkRuntime::start(spec, schema, id, run, attachment, dataflow);
+        let runtime = SinkRuntime::start(
+            spec,
+            schema,
+            id,
+            run,
+            attachment,
+            dataflow,
+            db.checkpoint_link(crate::state::sink_owner(id)),
+            db.checkpoint_completed(),
+        );
         Ok((runtime, depends_on))
     }
 

@@ -129,7 +129,9 @@ impl Changes {
                     Ok(b) if b.num_rows() == 0 => continue,
                     other => other,
                 },
-                Ok(ViewEvent::Watermark(_) | ViewEvent::Flush(_)) => continue,
+                Ok(ViewEvent::Watermark(_) | ViewEvent::Flush(_) | ViewEvent::Checkpoint(_)) => {
+                    continue;
+                }
                 Ok(ViewEvent::End) => {
                     self.feed = None;
                     return None;

@@ -2,9 +2,9 @@
 //! its contents; and FLUSH, which waits for every view to catch up.
 //!
 //! A view's dataflow is owned by the database (one per view, by name) and
-//! stopped when the view is dropped. Without checkpoints yet, a restart
-//! rebuilds each view by reading its source again from the connector's
-//! start position.
+//! stopped when the view is dropped. A restart rebuilds each view from the
+//! last checkpoint (its state and its sources' positions), or, for a view
+//! the checkpoint does not hold, from its sources' start positions.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,21 +34,28 @@ impl Session {
         {
             return Ok(skip);
         }
-        let (contents, dataflow) = self.build_materialized_view(statement).await?;
-        let depends_on = statement_relations(statement)
-            .into_iter()
-            .filter(|n| catalog.get(n).is_some())
-            .collect();
-        catalog.create(Entry {
-            def: Definition {
-                id: catalog.allocate_id()?,
-                name: name.clone(),
-                kind: ObjectKind::MaterializedView,
-                sql: sql.to_string(),
-                depends_on,
-            },
-            provider: Arc::new(ViewTable::new(contents)),
-        })?;
+        let id = catalog.allocate_id()?;
+        let created = async {
+            let (contents, dataflow) = self.build_materialized_view(statement, id).await?;
+            let depends_on = statement_relations(statement)
+                .into_iter()
+                .filter(|n| catalog.get(n).is_some())
+                .collect();
+            catalog.create(Entry {
+                def: Definition {
+                    id,
+                    name: name.clone(),
+                    kind: ObjectKind::MaterializedView,
+                    sql: sql.to_string(),
+                    depends_on,
+                },
+                provider: Arc::new(ViewTable::new(contents)),
+            })?;
+            Ok::<_, Error>(dataflow)
+        }
+        .await;
+        // A view that was not created takes no part in checkpoints.
+        let dataflow = created.inspect_err(|_| self.database().forget_checkpoints_of(id))?;
         self.database().register_dataflow(&name, dataflow);
         Ok(Output::Command(Command::new("CREATE MATERIALIZED VIEW")))
     }
@@ -57,6 +64,7 @@ impl Session {
     pub(super) async fn build_materialized_view(
         &self,
         statement: &ast::Statement,
+        id: u64,
     ) -> Result<(Arc<ViewContents>, Dataflow)> {
         let ast::Statement::CreateView(create) = statement else {
             return Err(crate::internal!("not a CREATE MATERIALIZED VIEW"));
@@ -82,7 +90,10 @@ impl Session {
         if let Ok(mut g) = contents.graph.lock() {
             *g = plan.describe(parallelism);
         }
-        let dataflow = Dataflow::spawn(plan, contents.clone(), parallelism)?;
+        let link = self
+            .database()
+            .checkpoint_link(crate::state::dataflow_owner(id));
+        let dataflow = Dataflow::spawn(plan, contents.clone(), parallelism, link)?;
         Ok((contents, dataflow))
     }
 
@@ -159,7 +170,8 @@ impl Session {
     }
 
     /// FLUSH: returns once every materialized view has processed all input
-    /// available when it was issued.
+    /// available when it was issued, and every sink has committed it (a
+    /// checkpoint is taken, which makes the sinks' files visible).
     pub(super) async fn flush(&self) -> Result<Output> {
         let db = self.database();
         let ticket = db.shared.flush_ticket.fetch_add(1, Ordering::SeqCst) + 1;
@@ -181,8 +193,11 @@ impl Session {
             }
             Ok::<_, Error>(())
         };
-        let sinks = futures::future::try_join_all(sinks.iter().map(|s| s.wait_flushed(ticket)));
-        futures::future::try_join(views, sinks).await?;
+        let handed = futures::future::try_join_all(sinks.iter().map(|s| s.wait_flushed(ticket)));
+        futures::future::try_join(views, handed).await?;
+        if !sinks.is_empty() {
+            db.checkpoint_and_commit().await?;
+        }
         Ok(Output::Command(Command::new("FLUSH")))
     }
 }

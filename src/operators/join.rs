@@ -13,6 +13,11 @@
 //! then frees the window. Its input is one stream of *combined* batches:
 //! `[__side, join keys..., left columns..., right columns...]`, where each
 //! side fills its own columns and leaves the other's NULL (docs/design/0006).
+//!
+//! Checkpoints: a window join's state is its buffered rows, one batch per
+//! side over every open window, and a one-row batch of its scalars (see
+//! [`WindowJoinOperator::snapshot`]). A lookup join holds no state of its
+//! own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::aggregate::{conform, micros};
+use super::aggregate::{checkpoint, conform, micros};
 use crate::error::Result;
 use crate::storage::StoredTable;
 use crate::stream::{Chain, EventTime, Message, Operator, OperatorMetrics};
@@ -99,6 +104,13 @@ pub(super) fn take_all(columns: &[ArrayRef], idx: &UInt32Array) -> Result<Vec<Ar
     columns.iter().map(|c| Ok(take(c, idx, None)?)).collect()
 }
 
+/// A counter of a checkpoint's scalars.
+pub(super) fn count(batch: &RecordBatch, name: &str) -> Result<u64> {
+    checkpoint::scalar(batch, name)?
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| crate::internal!("checkpoint state has no count {name}"))
+}
+
 fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
     Ok(exprs
         .iter()
@@ -117,6 +129,11 @@ pub struct LookupTable {
 }
 
 /// A stream joined with a table's current rows.
+///
+/// No checkpoint state (the default `snapshot`/`restore`): `built` is a
+/// cache of the live table rebuilt whenever the table's snapshot changes,
+/// and `table.steps` are stateless. After a restore, replayed stream rows
+/// meet the table as it is then (processing-time semantics).
 pub struct LookupJoinOperator {
     table: LookupTable,
     stream_keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -304,6 +321,40 @@ impl WindowJoinOperator {
         })
     }
 
+    /// Adds one side's rows (keys, then the side's columns) to their
+    /// windows; rows of windows already joined are late.
+    fn buffer(&mut self, rows: RecordBatch, left: bool) -> Result<()> {
+        let ends = micros(rows.column(self.layout.window_key))?;
+        let ends = ends.as_primitive::<TimestampMicrosecondType>();
+        let mut by_window: BTreeMap<EventTime, Vec<u32>> = BTreeMap::new();
+        for i in 0..ends.len() {
+            if ends.is_null(i) {
+                continue;
+            }
+            let end = ends.value(i);
+            if self.watermark.is_some_and(|wm| end <= wm) {
+                self.late_rows += 1;
+                continue;
+            }
+            by_window.entry(end).or_default().push(i as u32);
+        }
+        for (end, idx) in by_window {
+            let part = if idx.len() == rows.num_rows() {
+                rows.clone()
+            } else {
+                let idx = UInt32Array::from(idx);
+                RecordBatch::try_new(rows.schema(), take_all(rows.columns(), &idx)?)?
+            };
+            let w = self.windows.entry(end).or_default();
+            if left {
+                w.left.push(part);
+            } else {
+                w.right.push(part);
+            }
+        }
+        Ok(())
+    }
+
     fn join(&self, rows: WindowRows) -> Result<Option<RecordBatch>> {
         let (Some(l0), Some(r0)) = (rows.left.first(), rows.right.first()) else {
             if !self.keep_unmatched || rows.left.is_empty() {
@@ -390,36 +441,7 @@ impl Operator for WindowJoinOperator {
                 .key_range()
                 .chain(self.layout.side_range(left))
                 .collect();
-            let rows = rows.project(&columns)?;
-            let ends = rows.column(self.layout.window_key);
-            let ends = micros(ends)?;
-            let ends = ends.as_primitive::<TimestampMicrosecondType>();
-            let mut by_window: BTreeMap<EventTime, Vec<u32>> = BTreeMap::new();
-            for i in 0..ends.len() {
-                if ends.is_null(i) {
-                    continue;
-                }
-                let end = ends.value(i);
-                if self.watermark.is_some_and(|wm| end <= wm) {
-                    self.late_rows += 1;
-                    continue;
-                }
-                by_window.entry(end).or_default().push(i as u32);
-            }
-            for (end, idx) in by_window {
-                let part = if idx.len() == rows.num_rows() {
-                    rows.clone()
-                } else {
-                    let idx = UInt32Array::from(idx);
-                    RecordBatch::try_new(rows.schema(), take_all(rows.columns(), &idx)?)?
-                };
-                let w = self.windows.entry(end).or_default();
-                if left {
-                    w.left.push(part);
-                } else {
-                    w.right.push(part);
-                }
-            }
+            self.buffer(rows.project(&columns)?, left)?;
         }
         Ok(())
     }
@@ -451,5 +473,234 @@ impl Operator for WindowJoinOperator {
             }
         }
         m
+    }
+
+    /// `[scalars, left rows?, right rows?]`: the scalars (`watermark`,
+    /// `late_rows`, `left_rows`, `right_rows`), then each side's buffered
+    /// rows over all open windows concatenated in window order (keys, then
+    /// the side's columns), present when the side has rows. The window of
+    /// a row is its window key, so restore re-buckets them.
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut sides = Vec::new();
+        for left in [true, false] {
+            let batches: Vec<&RecordBatch> = self
+                .windows
+                .values()
+                .flat_map(|w| if left { &w.left } else { &w.right })
+                .collect();
+            sides.push(match batches.first() {
+                Some(first) => Some(concat_batches(&first.schema(), batches.iter().copied())?),
+                None => None,
+            });
+        }
+        let rows = |s: &Option<RecordBatch>| s.as_ref().map_or(0, |b| b.num_rows() as i64);
+        let mut state = vec![checkpoint::scalars(&[
+            ("watermark", self.watermark),
+            ("late_rows", Some(self.late_rows as i64)),
+            ("left_rows", Some(rows(&sides[0]))),
+            ("right_rows", Some(rows(&sides[1]))),
+        ])?];
+        state.extend(sides.into_iter().flatten());
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()> {
+        if !self.windows.is_empty() || self.watermark.is_some() {
+            return Err(crate::internal!("{} restored after it ran", self.name()));
+        }
+        let mut state = state.into_iter();
+        let Some(meta) = state.next() else {
+            return Ok(());
+        };
+        self.watermark = checkpoint::scalar(&meta, "watermark")?;
+        for (left, name) in [(true, "left_rows"), (false, "right_rows")] {
+            let expected = count(&meta, name)?;
+            if expected == 0 {
+                continue;
+            }
+            let rows = state
+                .next()
+                .filter(|b| b.num_rows() as u64 == expected)
+                .ok_or_else(|| crate::internal!("checkpoint state lacks {expected} {name}"))?;
+            let width = if left {
+                self.layout.left_width
+            } else {
+                self.layout.right_width
+            };
+            if rows.num_columns() != self.layout.keys + width {
+                return Err(crate::internal!(
+                    "checkpoint {name} have {} columns, the plan {}",
+                    rows.num_columns(),
+                    self.layout.keys + width
+                ));
+            }
+            self.buffer(rows, left)?;
+        }
+        if state.next().is_some() {
+            return Err(crate::internal!("checkpoint state has extra batches"));
+        }
+        // Buffered rows are never late; the counter is the checkpoint's.
+        self.late_rows = count(&meta, "late_rows")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::collections::HashSet;
+
+    use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray, UInt8Array};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimeUnit};
+
+    use super::super::aggregate::testing::assert_recovers;
+    use super::*;
+
+    const WINDOW: i64 = 10_000;
+
+    /// `[__side, __k0 id, __k1 window_end, l_id, l_v, r_id, r_v]`.
+    fn combined() -> SchemaRef {
+        let int = |n: &str| Field::new(n, DataType::Int64, true);
+        Arc::new(Schema::new(vec![
+            Field::new("__side", DataType::UInt8, false),
+            int("__k0"),
+            Field::new(
+                "__k1",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ),
+            int("l_id"),
+            int("l_v"),
+            int("r_id"),
+            int("r_v"),
+        ]))
+    }
+
+    fn operator(keep_unmatched: bool) -> WindowJoinOperator {
+        let int = |n: &str| Field::new(n, DataType::Int64, true);
+        let schema = Arc::new(Schema::new(vec![
+            int("l_id"),
+            int("l_v"),
+            int("r_id"),
+            int("r_v"),
+        ]));
+        let layout = CombinedLayout {
+            keys: 2,
+            window_key: 1,
+            left_width: 2,
+            right_width: 2,
+        };
+        let key_types = vec![
+            DataType::Int64,
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+        ];
+        WindowJoinOperator::try_new(layout, key_types, keep_unmatched, None, schema).unwrap()
+    }
+
+    /// Disordered rows of both sides (some NULL keys, some late) over
+    /// advancing windows, a watermark every third batch, then the end.
+    fn input() -> Vec<Message> {
+        let mut seed = 7u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut messages = Vec::new();
+        let mut v = 0;
+        for step in 0..60i64 {
+            let now = step * 2_000;
+            let (mut side, mut id, mut end, mut lv, mut rv) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            for _ in 0..6 {
+                let s = next(2) as u8;
+                let k = (next(13) != 0).then(|| next(4) as i64);
+                let t = now - 15_000 + next(20_000) as i64;
+                v += 1;
+                side.push(s);
+                id.push(k);
+                end.push((t.div_euclid(WINDOW) + 1) * WINDOW);
+                lv.push((s == 0).then_some(v));
+                rv.push((s == 1).then_some(v));
+            }
+            let ids = |mine: u8| -> Int64Array {
+                side.iter()
+                    .zip(&id)
+                    .map(|(s, k)| if *s == mine { *k } else { None })
+                    .collect()
+            };
+            let batch = RecordBatch::try_new(
+                combined(),
+                vec![
+                    Arc::new(UInt8Array::from(side.clone())),
+                    Arc::new(Int64Array::from(id.clone())),
+                    Arc::new(TimestampMicrosecondArray::from(end)),
+                    Arc::new(ids(0)),
+                    Arc::new(Int64Array::from(lv)),
+                    Arc::new(ids(1)),
+                    Arc::new(Int64Array::from(rv)),
+                ],
+            )
+            .unwrap();
+            messages.push(Message::Data(batch));
+            if step % 3 == 2 {
+                messages.push(Message::Watermark(now - 5_000));
+            }
+        }
+        messages.push(Message::Watermark(EventTime::MAX));
+        messages
+    }
+
+    pub(in crate::operators) fn feed(
+        op: &mut dyn Operator,
+        messages: &[Message],
+    ) -> Vec<RecordBatch> {
+        let mut out = Vec::new();
+        for m in messages {
+            match m {
+                Message::Data(b) => op.process(b.clone(), &mut out).unwrap(),
+                Message::Watermark(wm) => op.on_watermark(*wm, &mut out).unwrap(),
+                Message::Barrier(_) => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn window_join_restored_from_a_snapshot_emits_the_same_rows() {
+        for keep_unmatched in [false, true] {
+            let messages = input();
+            let build = || Box::new(operator(keep_unmatched)) as Box<dyn Operator>;
+            let (expected, metrics) = assert_recovers(&build, &messages);
+            assert!(expected.lines().count() > 20, "{expected}");
+            assert!(metrics.late_rows > 0);
+
+            // The middle cut restores rows of both sides, some left ones
+            // (by key and window) without a right partner yet.
+            let mut op = operator(keep_unmatched);
+            feed(&mut op, &messages[..messages.len() / 2]);
+            let state = op.snapshot().unwrap();
+            assert_eq!(state.len(), 3);
+            assert!(count(&state[0], "left_rows").unwrap() > 0);
+            assert!(count(&state[0], "right_rows").unwrap() > 0);
+            let pairs = |b: &RecordBatch| -> HashSet<(Option<i64>, i64)> {
+                let ids = b.column(0).as_primitive::<Int64Type>();
+                let ends = b.column(1).as_primitive::<TimestampMicrosecondType>();
+                (0..b.num_rows())
+                    .map(|i| (ids.is_valid(i).then(|| ids.value(i)), ends.value(i)))
+                    .collect()
+            };
+            assert!(!pairs(&state[1]).is_subset(&pairs(&state[2])));
+        }
+    }
+
+    #[test]
+    fn window_join_restores_an_empty_snapshot() {
+        let mut op = operator(true);
+        let state = op.snapshot().unwrap();
+        assert_eq!(state.len(), 1);
+        let mut fresh = operator(true);
+        fresh.restore(state).unwrap();
+        assert_eq!(fresh.metrics(), OperatorMetrics::default());
     }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, Int64Array, UInt64Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -47,6 +48,9 @@ pub enum ViewEvent {
     Watermark(EventTime),
     /// Every change before this FLUSH ticket has been applied.
     Flush(u64),
+    /// The view's state for checkpoint `epoch` is taken after the changes
+    /// before this event (attached dataflows and sinks only).
+    Checkpoint(u64),
     /// The view's input ended: nothing more will change.
     End,
     /// The view's dataflow failed.
@@ -307,6 +311,11 @@ impl ViewContents {
     /// dataflows. Called with the rows lock held.
     fn publish(&self, event: ViewEvent) -> Delivery {
         let _ = self.feed.send(event.clone());
+        self.to_downstream(event)
+    }
+
+    /// `event` for the attached dataflows only.
+    fn to_downstream(&self, event: ViewEvent) -> Delivery {
         let to = self
             .downstream
             .lock()
@@ -340,6 +349,88 @@ impl ViewContents {
             return Delivery::none();
         };
         self.publish(ViewEvent::Flush(ticket))
+    }
+
+    /// The view's checkpoint barrier has passed: attached dataflows take
+    /// theirs at the same point of the feed.
+    pub fn checkpoint_passed(&self, epoch: u64) -> Delivery {
+        let Ok(_rows) = self.rows() else {
+            return Delivery::none();
+        };
+        self.to_downstream(ViewEvent::Checkpoint(epoch))
+    }
+
+    /// The view's rows and figures for a checkpoint: a one-row batch of
+    /// figures (watermark, rows in, out, deleted), then the rows.
+    pub fn checkpoint_state(&self) -> Result<Vec<RecordBatch>> {
+        let mut rows = self.rows()?;
+        let snapshot = self.snapshot_of(&mut rows)?;
+        let figures = RecordBatch::try_new(
+            figures_schema(),
+            vec![
+                Arc::new(Int64Array::from(vec![
+                    self.watermark.load(Ordering::Relaxed),
+                ])),
+                Arc::new(UInt64Array::from(vec![
+                    self.rows_in.load(Ordering::Relaxed),
+                ])),
+                Arc::new(UInt64Array::from(vec![
+                    self.rows_out.load(Ordering::Relaxed),
+                ])),
+                Arc::new(UInt64Array::from(vec![
+                    self.rows_deleted.load(Ordering::Relaxed),
+                ])),
+            ],
+        )?;
+        let mut out = vec![figures];
+        out.extend(snapshot.iter().cloned());
+        Ok(out)
+    }
+
+    /// Loads what [`ViewContents::checkpoint_state`] wrote into contents
+    /// nothing has been applied to yet.
+    pub fn restore_state(&self, state: Vec<RecordBatch>) -> Result<()> {
+        let mut batches = state.into_iter();
+        let figures = batches
+            .next()
+            .ok_or_else(|| crate::internal!("a view's checkpoint state has no figures"))?;
+        let column = |i: usize| figures.column(i).clone();
+        let wm = column(0);
+        let wm = wm
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| crate::internal!("a view's checkpoint figures have the wrong types"))?;
+        let counters: Vec<u64> = (1..4)
+            .map(|i| {
+                column(i)
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .map(|a| a.value(0))
+                    .ok_or_else(|| {
+                        crate::internal!("a view's checkpoint figures have the wrong types")
+                    })
+            })
+            .collect::<Result<_>>()?;
+        {
+            let mut rows = self.rows()?;
+            match &mut *rows {
+                Rows::Append(snapshot) => {
+                    *snapshot = Arc::new(batches.filter(|b| b.num_rows() > 0).collect());
+                }
+                Rows::Updating(m) => {
+                    let weighted = changelog::with_weight(&self.schema);
+                    for b in batches {
+                        m.apply(&changelog::as_inserts(&b, weighted.clone())?)?;
+                    }
+                }
+                Rows::Passing => {}
+            }
+        }
+        self.watermark.store(wm.value(0), Ordering::Relaxed);
+        self.rows_in.store(counters[0], Ordering::Relaxed);
+        self.rows_out.store(counters[1], Ordering::Relaxed);
+        self.rows_deleted.store(counters[2], Ordering::Relaxed);
+        Ok(())
     }
 
     /// The dataflow has stopped: tells every reader why (input ended or
@@ -449,6 +540,16 @@ impl ViewContents {
     pub fn metrics(&self) -> OperatorMetrics {
         self.metrics.lock().map(|m| *m).unwrap_or_default()
     }
+}
+
+fn figures_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("watermark", DataType::Int64, false),
+        Field::new("rows_in", DataType::UInt64, false),
+        Field::new("rows_out", DataType::UInt64, false),
+        Field::new("rows_deleted", DataType::UInt64, false),
+    ]))
 }
 
 /// Keeps the number of batches logarithmic in the rows: the newest batch is

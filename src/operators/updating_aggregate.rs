@@ -11,11 +11,21 @@
 //! deletes of an updating input. Only touched groups are evaluated. A
 //! window's groups are freed once the watermark passes its end plus the
 //! allowed lateness; a group whose rows are all retracted is freed at once.
+//!
+//! A checkpoint is four batches, so a restored operator numbers, orders and
+//! frees its groups exactly as the original would: the scalars (watermark,
+//! late rows, group slots, state bytes); the live groups (`gid`, net
+//! `rows`, `dirty`, `window_end`, `bytes`, the keys `key_<i>` and each
+//! accumulator's `state()` as `state_<a>_<f>`); the rows last emitted
+//! (`gid`, `value_<a>`); then the dirty list, the free list and the
+//! windows' group lists, in their order (`list`, `end`, `gid`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array, new_empty_array,
+};
 use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -23,6 +33,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
+use super::aggregate::checkpoint::{self, RowStates};
 use super::aggregate::{AggregateCall, accumulate_run, conform, describe, micros};
 use crate::error::Result;
 use crate::stream::{EventTime, Operator, OperatorMetrics, changelog};
@@ -128,13 +139,8 @@ impl UpdatingAggregateOperator {
         Ok(operator)
     }
 
-    /// Over an updating input, the accumulator that can also retract.
     fn accumulator(&self, a: &AggregateCall) -> Result<Box<dyn Accumulator>> {
-        Ok(if self.updating_input {
-            a.function.create_sliding_accumulator()?
-        } else {
-            a.function.create_accumulator()?
-        })
+        new_accumulator(a, self.updating_input)
     }
 
     fn is_global(&self) -> bool {
@@ -437,7 +443,172 @@ impl Operator for UpdatingAggregateOperator {
             late_rows: self.late_rows,
         }
     }
+
+    fn snapshot(&mut self) -> Result<Vec<RecordBatch>> {
+        let scalars = checkpoint::scalars(&[
+            ("watermark", self.watermark),
+            ("late_rows", Some(self.late_rows as i64)),
+            ("slots", Some(self.groups.len() as i64)),
+            ("state_bytes", Some(self.state_bytes as i64)),
+        ])?;
+        let accumulators = self
+            .groups
+            .iter_mut()
+            .flatten()
+            .map(|g| &mut g.accumulators);
+        let states = row_states(&self.aggregates, self.updating_input)?.take(accumulators)?;
+        let live: Vec<(usize, &Group)> = (self.groups.iter().enumerate())
+            .filter_map(|(gid, g)| Some((gid, g.as_ref()?)))
+            .collect();
+        let of = |f: fn(&Group) -> i64| checkpoint::int64(live.iter().map(|(_, g)| f(g)));
+        let dirty = BooleanArray::from_iter(live.iter().map(|(_, g)| Some(g.dirty)));
+        let mut columns: Vec<(String, ArrayRef)> = vec![
+            ("gid".into(), gids(live.iter().map(|(gid, _)| *gid))),
+            ("rows".into(), of(|g| g.rows)),
+            ("dirty".into(), Arc::new(dirty)),
+            ("window_end".into(), of(|g| g.window_end)),
+            ("bytes".into(), of(|g| g.bytes as i64)),
+        ];
+        if !self.is_global() {
+            let parser = self.converter.parser();
+            let keys = live.iter().map(|(_, g)| parser.parse(&g.key));
+            let keys = self.converter.convert_rows(keys)?.into_iter();
+            columns.extend(keys.enumerate().map(|(i, k)| (format!("key_{i}"), k)));
+        }
+        columns.extend(states);
+        let groups = checkpoint::batch(columns, live.len())?;
+
+        let emitted: Vec<(usize, &Vec<ScalarValue>)> = (live.iter())
+            .filter_map(|(gid, g)| Some((*gid, g.emitted.as_ref()?)))
+            .collect();
+        let mut columns = vec![("gid".to_string(), gids(emitted.iter().map(|(g, _)| *g)))];
+        for (a, call) in self.aggregates.iter().enumerate() {
+            let values = if emitted.is_empty() {
+                new_empty_array(call.function.field().data_type())
+            } else {
+                ScalarValue::iter_to_array(emitted.iter().map(|(_, e)| e[a].clone()))?
+            };
+            columns.push((format!("value_{a}"), values));
+        }
+        let emitted = checkpoint::batch(columns, emitted.len())?;
+
+        // The lists whose order decides which group comes out or is reused
+        // first: (list, window end, group).
+        let lists = (self.dirty.iter().map(|g| (DIRTY, 0, *g)))
+            .chain(self.free.iter().map(|g| (FREE, 0, *g)))
+            .chain((self.windows.iter()).flat_map(|(e, g)| g.iter().map(|g| (WINDOW, *e, *g))));
+        let (list, (ends, members)): (Vec<i64>, (Vec<i64>, Vec<usize>)) =
+            lists.map(|(l, e, g)| (l, (e, g))).unzip();
+        let rows = list.len();
+        let lists = vec![
+            ("list".into(), checkpoint::int64(list)),
+            ("end".into(), checkpoint::int64(ends)),
+            ("gid".into(), gids(members.into_iter())),
+        ];
+        let lists = checkpoint::batch(lists, rows)?;
+        Ok(vec![scalars, groups, emitted, lists])
+    }
+
+    fn restore(&mut self, state: Vec<RecordBatch>) -> Result<()> {
+        let [scalars, groups, emitted, lists] = checkpoint::expect(state, "updating aggregate")?;
+        let count = |name| {
+            Ok::<_, crate::error::Error>(checkpoint::scalar(&scalars, name)?.unwrap_or(0) as usize)
+        };
+        let slots = count("slots")?;
+        self.watermark = checkpoint::scalar(&scalars, "watermark")?;
+        self.late_rows = count("late_rows")? as u64;
+        self.state_bytes = count("state_bytes")?;
+        let slot = |gid: i64| -> Result<usize> {
+            (usize::try_from(gid).ok().filter(|g| *g < slots))
+                .ok_or_else(|| crate::internal!("a checkpoint names group {gid} of {slots}"))
+        };
+
+        self.groups = (0..slots).map(|_| None).collect();
+        self.index.clear();
+        let keys = if self.is_global() {
+            None
+        } else {
+            let keys = checkpoint::numbered(&groups, "key", self.group_exprs.len())?;
+            Some(self.converter.convert_columns(&keys)?)
+        };
+        let row_states = row_states(&self.aggregates, self.updating_input)?;
+        let states = row_states.columns(&groups)?;
+        let [ids, rows, ends, bytes] =
+            ["gid", "rows", "window_end", "bytes"].map(|name| checkpoint::int64s(&groups, name));
+        let (ids, rows, ends, bytes) = (ids?, rows?, ends?, bytes?);
+        let dirty = (checkpoint::column(&groups, "dirty")?.as_boolean_opt())
+            .ok_or_else(|| crate::internal!("checkpoint column dirty is not Boolean"))?;
+        for row in 0..groups.num_rows() {
+            let key: Box<[u8]> = match &keys {
+                Some(k) => k.row(row).as_ref().into(),
+                None => Box::new([]),
+            };
+            let gid = slot(ids.value(row))?;
+            self.index.insert(key.clone(), gid);
+            self.groups[gid] = Some(Group {
+                key,
+                accumulators: row_states.load(&states, row)?,
+                rows: rows.value(row),
+                emitted: None,
+                dirty: dirty.value(row),
+                window_end: ends.value(row),
+                bytes: bytes.value(row) as usize,
+            });
+        }
+
+        let ids = checkpoint::int64s(&emitted, "gid")?;
+        let values = checkpoint::numbered(&emitted, "value", self.aggregates.len())?;
+        for row in 0..emitted.num_rows() {
+            let group = (self.groups[slot(ids.value(row))?].as_mut())
+                .ok_or_else(|| crate::internal!("a checkpoint's emitted row has no group"))?;
+            let row_values = (values.iter())
+                .map(|v| ScalarValue::try_from_array(v, row))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            group.emitted = Some(row_values);
+        }
+
+        let [list, ends, ids] = ["list", "end", "gid"].map(|n| checkpoint::int64s(&lists, n));
+        let (list, ends, ids) = (list?, ends?, ids?);
+        (self.dirty, self.free) = (Vec::new(), Vec::new());
+        self.windows.clear();
+        for row in 0..lists.num_rows() {
+            let gid = slot(ids.value(row))?;
+            match list.value(row) {
+                DIRTY => self.dirty.push(gid),
+                FREE => self.free.push(gid),
+                _ => self.windows.entry(ends.value(row)).or_default().push(gid),
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Over an updating input, the accumulator that can also retract. Its
+/// `state()` and `merge_batch` restore what retraction needs too: the
+/// accepted aggregates are algebraic (counts, sums, moments).
+fn new_accumulator(a: &AggregateCall, retracting: bool) -> Result<Box<dyn Accumulator>> {
+    Ok(if retracting {
+        a.function.create_sliding_accumulator()?
+    } else {
+        a.function.create_accumulator()?
+    })
+}
+
+/// How checkpoints read and rebuild the groups' accumulators.
+fn row_states(aggregates: &[AggregateCall], retracting: bool) -> Result<RowStates<'_>> {
+    RowStates::try_new(aggregates.len(), move |i| {
+        new_accumulator(&aggregates[i], retracting)
+    })
+}
+
+fn gids(gids: impl Iterator<Item = usize>) -> ArrayRef {
+    checkpoint::int64(gids.map(|g| g as i64))
+}
+
+/// The lists of a checkpoint's last batch.
+const DIRTY: i64 = 0;
+const FREE: i64 = 1;
+const WINDOW: i64 = 2;
 
 /// Whether retracting any earlier row (not only the oldest) is exact.
 /// DataFusion's sliding min/max and first/last retract in arrival order
@@ -468,4 +639,151 @@ fn retracts_in_any_order(call: &AggregateCall, accumulator: &dyn Accumulator) ->
     accumulator.supports_retract_batch()
         && !call.function.is_distinct()
         && ALGEBRAIC.contains(&name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::aggregate::testing::{
+        S, assert_recovers, column, count_sum_avg, keyed_input, keyed_rows as rows,
+    };
+    use crate::stream::Message;
+    use datafusion::arrow::datatypes::Field;
+
+    /// `count(v), sum(v), avg(v)` grouped by `keys` (input columns).
+    fn operator(
+        keys: &[&str],
+        updating: bool,
+        window: Option<WindowEmission>,
+    ) -> Box<dyn Operator> {
+        let input = keyed_input();
+        let (aggregates, values) = count_sum_avg(&input);
+        let keyed = keys
+            .iter()
+            .map(|k| input.field_with_name(k).unwrap().clone());
+        let fields: Vec<Field> = keyed.map(|f| f.with_nullable(true)).chain(values).collect();
+        let groups = keys.iter().map(|k| column(k, &input)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let op = UpdatingAggregateOperator::try_new(
+            groups, aggregates, &input, updating, window, schema,
+        );
+        Box::new(op.unwrap())
+    }
+
+    #[test]
+    fn retractions_after_a_checkpoint_reach_restored_groups() {
+        // b empties and frees its slot, d reuses it; a is retracted to
+        // nothing and comes back.
+        let messages = vec![
+            rows(&[("a", 0, 1, 1), ("b", 0, 2, 1), ("a", 0, 3, 1)]),
+            Message::Watermark(5 * S),
+            rows(&[("a", 0, 1, -1), ("c", 0, 4, 1), ("b", 0, 5, 1)]),
+            rows(&[("b", 0, 2, -1), ("b", 0, 5, -1)]),
+            rows(&[("d", 0, 6, 1)]),
+            rows(&[("a", 0, 3, -1), ("a", 0, 7, 1), ("b", 0, 8, 1)]),
+            Message::Watermark(10 * S),
+            rows(&[("c", 0, 4, -1), ("d", 0, 6, -1), ("a", 0, 7, -1)]),
+            rows(&[("e", 0, 1, 1), ("a", 0, 2, 1), ("b", 0, 8, -1)]),
+        ];
+        let (out, _) = assert_recovers(&|| operator(&["k"], true, None), &messages);
+        let expected = "\
++---+---+-------+------+----------+
+| k | n | total | mean | __weight |
++---+---+-------+------+----------+
+| a | 2 | 4     | 2.0  | 1        |
+| b | 1 | 2     | 2.0  | 1        |
+| a | 2 | 4     | 2.0  | -1       |
+| a | 1 | 3     | 3.0  | 1        |
+| b | 1 | 2     | 2.0  | -1       |
+| b | 2 | 7     | 3.5  | 1        |
+| c | 1 | 4     | 4.0  | 1        |
+| b | 2 | 7     | 3.5  | -1       |
+| d | 1 | 6     | 6.0  | 1        |
+| a | 1 | 3     | 3.0  | -1       |
+| a | 1 | 7     | 7.0  | 1        |
+| b | 1 | 8     | 8.0  | 1        |
+| a | 1 | 7     | 7.0  | -1       |
+| d | 1 | 6     | 6.0  | -1       |
+| c | 1 | 4     | 4.0  | -1       |
+| a | 1 | 2     | 2.0  | 1        |
+| e | 1 | 1     | 1.0  | 1        |
+| b | 1 | 8     | 8.0  | -1       |
++---+---+-------+------+----------+";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_global_aggregate_resumes_its_one_row() {
+        let messages = vec![
+            Message::Watermark(S),
+            rows(&[("a", 0, 1, 1), ("b", 0, 2, 1)]),
+            rows(&[("a", 0, 1, -1)]),
+            Message::Watermark(2 * S),
+            rows(&[("b", 0, 2, -1)]),
+            rows(&[("c", 0, 9, 1)]),
+        ];
+        let (out, _) = assert_recovers(&|| operator(&[], true, None), &messages);
+        let expected = "\
++---+-------+------+----------+
+| n | total | mean | __weight |
++---+-------+------+----------+
+| 0 |       |      | 1        |
+| 0 |       |      | -1       |
+| 2 | 3     | 1.5  | 1        |
+| 2 | 3     | 1.5  | -1       |
+| 1 | 2     | 2.0  | 1        |
+| 1 | 2     | 2.0  | -1       |
+| 0 |       |      | 1        |
+| 0 |       |      | -1       |
+| 1 | 9     | 9.0  | 1        |
++---+-------+------+----------+";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn windows_with_lateness_resume_their_corrections() {
+        let messages = vec![
+            rows(&[("a", 10, 1, 1), ("b", 10, 2, 1), ("a", 20, 3, 1)]),
+            Message::Watermark(5 * S),
+            rows(&[("a", 10, 4, 1), ("c", 20, 5, 1)]),
+            Message::Watermark(10 * S),
+            rows(&[("a", 10, 6, 1), ("b", 20, 1, 1)]),
+            Message::Watermark(20 * S),
+            rows(&[("a", 10, 7, 1), ("a", 20, 2, 1), ("c", 30, 1, 1)]),
+            Message::Watermark(35 * S),
+            rows(&[("c", 30, 9, 1), ("a", 20, 1, 1)]),
+            Message::Watermark(100 * S),
+        ];
+        // Corrections within the lateness; a 10 and a 20 come too late.
+        let on_watermark = "\
++---+---------------------+---+-------+--------------------+----------+
+| k | window_end          | n | total | mean               | __weight |
++---+---------------------+---+-------+--------------------+----------+
+| a | 1970-01-01T00:00:10 | 2 | 5     | 2.5                | 1        |
+| b | 1970-01-01T00:00:10 | 1 | 2     | 2.0                | 1        |
+| a | 1970-01-01T00:00:10 | 2 | 5     | 2.5                | -1       |
+| a | 1970-01-01T00:00:10 | 3 | 11    | 3.6666666666666665 | 1        |
+| a | 1970-01-01T00:00:20 | 1 | 3     | 3.0                | 1        |
+| c | 1970-01-01T00:00:20 | 1 | 5     | 5.0                | 1        |
+| b | 1970-01-01T00:00:20 | 1 | 1     | 1.0                | 1        |
+| a | 1970-01-01T00:00:20 | 1 | 3     | 3.0                | -1       |
+| a | 1970-01-01T00:00:20 | 2 | 5     | 2.5                | 1        |
+| c | 1970-01-01T00:00:30 | 1 | 1     | 1.0                | 1        |
+| c | 1970-01-01T00:00:30 | 1 | 1     | 1.0                | -1       |
+| c | 1970-01-01T00:00:30 | 2 | 10    | 5.0                | 1        |
++---+---------------------+---+-------+--------------------+----------+";
+        // Emitting on update, partial rows come out at once; restoring
+        // must resume them the same way.
+        for on_update in [false, true] {
+            let window = WindowEmission {
+                window_end: 1,
+                on_update,
+                allowed_lateness: 10 * S,
+            };
+            let build = || operator(&["k", "window_end"], false, Some(window));
+            let (out, metrics) = assert_recovers(&build, &messages);
+            assert_eq!(metrics.late_rows, 2);
+            assert_eq!(out == on_watermark, !on_update);
+        }
+    }
 }

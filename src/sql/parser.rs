@@ -231,6 +231,10 @@ fn parse_extension(text: &str) -> Result<Option<Statement>> {
         expect_end(&mut parser)?;
         return Ok(Some(Statement::Flush));
     }
+    if parse_word(&mut parser, "CHECKPOINT") {
+        expect_end(&mut parser)?;
+        return Ok(Some(Statement::Checkpoint));
+    }
     if parser.parse_keyword(Keyword::EXPLAIN) {
         // EXPLAIN MATERIALIZED VIEW name: the operator graph of a running view.
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
@@ -667,6 +671,8 @@ mod tests {
         assert_eq!(parsed.len(), 3);
         assert_eq!(parsed[0].sql, "SELECT 'a;b'");
         assert!(matches!(parsed[2].statement, Statement::Flush));
+        let parsed = Parser::new().parse("CHECKPOINT").unwrap();
+        assert!(matches!(parsed[0].statement, Statement::Checkpoint));
     }
 
     #[test]

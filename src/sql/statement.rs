@@ -64,6 +64,9 @@ pub enum Statement {
     CloseCursor { name: Option<String> },
     /// FLUSH: wait until every view has processed all input available now.
     Flush,
+    /// CHECKPOINT: take a checkpoint now and wait until it is complete (as
+    /// in PostgreSQL, where it forces a checkpoint).
+    Checkpoint,
     /// SUBSCRIBE [TO] view: the view's rows, then its changes, until the
     /// client cancels.
     Subscribe(Subscribe),
@@ -245,6 +248,7 @@ impl Statement {
             Statement::CloseCursor { name: None } => "CLOSE CURSOR ALL".into(),
             Statement::CloseCursor { .. } => "CLOSE CURSOR".into(),
             Statement::Flush => "FLUSH".into(),
+            Statement::Checkpoint => "CHECKPOINT".into(),
             Statement::Subscribe(_) => "SUBSCRIBE".into(),
             Statement::Deallocate { name: None } => "DEALLOCATE ALL".into(),
             Statement::Deallocate { .. } => "DEALLOCATE".into(),

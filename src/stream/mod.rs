@@ -5,6 +5,7 @@
 //! continuous-query work) consume them. Nothing here knows about SQL or the
 //! wire protocol; see docs/design/0002-streaming-model.md.
 
+mod align;
 pub mod changelog;
 mod dataflow;
 mod message;

@@ -50,7 +50,17 @@ impl TestServer {
         Self::spawn(Some(data_dir), args)
     }
 
+    /// Like [`TestServer::start_in`], with extra environment variables
+    /// (fault injection: `RUNNEL_FAULTS`).
+    pub fn start_in_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        Self::spawn_env(Some(data_dir), args, env)
+    }
+
     fn spawn(data_dir: Option<&Path>, args: &[&str]) -> TestServer {
+        Self::spawn_env(data_dir, args, &[])
+    }
+
+    fn spawn_env(data_dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let scratch = tempfile::tempdir().expect("create a temp dir for the test server");
         let data_dir = match data_dir {
             Some(d) => d.to_path_buf(),
@@ -69,6 +79,8 @@ impl TestServer {
             .env_remove("RUNNEL_DATA_DIR")
             .env_remove("RUNNEL_MAX_CONNECTIONS")
             .env_remove("RUNNEL_PASSWORD")
+            .env_remove("RUNNEL_FAULTS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -202,10 +214,16 @@ impl TestServer {
     /// how the process exited. Async so that client connection tasks keep
     /// running while the server drains.
     pub async fn stop(&mut self) -> ExitStatus {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             panic!("server already stopped");
         };
         signal(self.pid, "-TERM");
+        self.wait_for(child, "of SIGTERM; killed it").await
+    }
+
+    /// Waits up to the stop timeout for `child` to exit; kills it and
+    /// panics with its stderr otherwise.
+    async fn wait_for(&self, mut child: Child, after: &str) -> ExitStatus {
         let waiter = tokio::task::spawn_blocking(move || child.wait());
         match tokio::time::timeout(STOP_TIMEOUT, waiter).await {
             Ok(status) => status
@@ -214,11 +232,20 @@ impl TestServer {
             Err(_) => {
                 signal(self.pid, "-KILL");
                 panic!(
-                    "runnel did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it\n--- stderr ---\n{}",
+                    "runnel did not exit within {STOP_TIMEOUT:?} {after}\n--- stderr ---\n{}",
                     self.stderr()
                 );
             }
         }
+    }
+
+    /// Waits for the process to exit by itself (an injected crash), up to
+    /// the stop timeout.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let Some(child) = self.child.take() else {
+            panic!("server already stopped");
+        };
+        self.wait_for(child, "by itself").await
     }
 
     /// SIGKILL: the process dies without any chance to clean up.

@@ -9,6 +9,8 @@
 //! pass by skipping. Every wait is bounded and says what it waited for.
 
 mod broker;
+mod crash;
+mod resume;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

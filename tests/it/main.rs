@@ -14,6 +14,7 @@ mod joins;
 mod kafka;
 mod psql;
 mod python;
+mod recovery;
 mod sinks;
 mod slt;
 mod sources;

@@ -226,7 +226,7 @@ async fn describe_sources() {
     // The system tables, by schema.
     assert_eq!(
         rows(&server, "\\dt runnel_catalog.*"),
-        "runnel_catalog|materialized_views|table|runnel\nrunnel_catalog|sinks|table|runnel\nrunnel_catalog|source_errors|table|runnel\nrunnel_catalog|sources|table|runnel\n"
+        "runnel_catalog|checkpoints|table|runnel\nrunnel_catalog|materialized_views|table|runnel\nrunnel_catalog|sinks|table|runnel\nrunnel_catalog|source_errors|table|runnel\nrunnel_catalog|sources|table|runnel\n"
     );
     let columns = rows(&server, "\\d runnel_catalog.sources");
     assert!(

@@ -280,6 +280,91 @@ impl AsyncDB for Wire {
     }
 }
 
+/// The recovery driver: a wire connection to a server that, after every
+/// materialized view or sink it creates, takes a checkpoint, is killed
+/// with SIGKILL and restarted on the same data directory. Every streaming
+/// file must still give its expected answers: state and source positions
+/// come back from the checkpoint, which usually falls in the middle of a
+/// view's input.
+pub struct Recovering {
+    server: Option<TestServer>,
+    data_dir: PathBuf,
+    wire: Wire,
+}
+
+/// Only checkpoints the driver asks for.
+const RECOVERY_ARGS: &[&str] = &["--checkpoint-interval", "3600"];
+
+impl Recovering {
+    async fn start(data_dir: PathBuf) -> Result<Self, SqlError> {
+        let dir = data_dir.clone();
+        let server = tokio::task::spawn_blocking(move || TestServer::start_in(&dir, RECOVERY_ARGS))
+            .await
+            .map_err(|e| SqlError::new("08001", e.to_string()))?;
+        let wire = Self::connect(&server).await?;
+        Ok(Recovering {
+            server: Some(server),
+            data_dir,
+            wire,
+        })
+    }
+
+    async fn connect(server: &TestServer) -> Result<Wire, SqlError> {
+        let (client, connection) = server
+            .config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| SqlError::new("08001", format!("connecting: {e}")))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Wire {
+            client,
+            engine: "runnel-recovery",
+        })
+    }
+
+    /// CHECKPOINT, SIGKILL, start again on the same directory.
+    async fn crash_and_restart(&mut self) -> Result<(), SqlError> {
+        self.wire.run("CHECKPOINT").await?;
+        if let Some(mut old) = self.server.take() {
+            old.kill9();
+        }
+        let dir = self.data_dir.clone();
+        let server = tokio::task::spawn_blocking(move || TestServer::start_in(&dir, RECOVERY_ARGS))
+            .await
+            .map_err(|e| SqlError::new("08001", e.to_string()))?;
+        self.wire = Self::connect(&server).await?;
+        self.server = Some(server);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for Recovering {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let out = self.wire.run(sql).await?;
+        let upper = sql.trim_start().to_uppercase();
+        if upper.starts_with("CREATE MATERIALIZED VIEW") || upper.starts_with("CREATE SINK") {
+            self.crash_and_restart().await?;
+        }
+        Ok(out)
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "runnel-recovery"
+    }
+
+    fn error_sql_state(err: &SqlError) -> Option<String> {
+        Some(err.sqlstate.clone())
+    }
+}
+
 /// The simple query protocol carries no column types: compare counts only.
 #[allow(clippy::ptr_arg)] // the signature sqllogictest asks for
 fn column_count_validator(
@@ -440,6 +525,32 @@ async fn over_the_wire() {
         );
     }
     report("wire", failures, files.len());
+}
+
+/// Every streaming file again, with a checkpoint, a SIGKILL and a restart
+/// after each view or sink it creates (docs/design/0008).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_with_recovery() {
+    if std::env::var(COMPLETE_VAR).is_ok_and(|v| v == "1") {
+        return;
+    }
+    let files: Vec<PathBuf> = slt_files()
+        .into_iter()
+        .filter(|f| is_streaming(f))
+        .collect();
+    let mut failures = Vec::new();
+    for file in &files {
+        let dir = tempfile::tempdir().expect("create a data dir");
+        let data = dir.path().join("data");
+        let mut runner = Runner::new(move || Recovering::start(data.clone()));
+        runner.with_column_validator(column_count_validator);
+        runner.add_label(RUNNEL_LABEL);
+        if let Err(e) = run_file(&mut runner, file).await {
+            failures.push(format!("{}: {e}", file.display()));
+        }
+        runner.shutdown_async().await;
+    }
+    report("recovery", failures, files.len());
 }
 
 /// A runner whose connections are new tokio-postgres clients of `config`.

@@ -5,6 +5,12 @@
 //! Pure logic: no I/O and no clock (the reader passes the time in). Values
 //! are made in bulk in their domain (`i64` or `f64`) and converted to the
 //! column's type once per batch; strings go straight into one builder.
+//!
+//! The streams are ChaCha12 (rand's `StdRng`, seeded the same way), whose
+//! position can be read and set: [`Generator::streams`] and
+//! [`Generator::seek`] let a resumed reader go on with exactly the values
+//! an uninterrupted one would draw. What a row draws never depends on how
+//! rows are cut into batches.
 
 use std::sync::Arc;
 
@@ -20,8 +26,8 @@ use datafusion::arrow::datatypes::{
     TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rand_distr::Distribution;
 
 use super::rules::{Class, ColumnSpec, Rule};
@@ -55,8 +61,8 @@ struct ColumnState {
     data_type: DataType,
     /// Zero for a column that must not be NULL.
     null_rate: f64,
-    values: StdRng,
-    nulls: StdRng,
+    values: ChaCha12Rng,
+    nulls: ChaCha12Rng,
 }
 
 impl Generator {
@@ -112,12 +118,36 @@ impl Generator {
                     } else {
                         0.0
                     },
-                    values: StdRng::seed_from_u64(column_seed),
-                    nulls: StdRng::seed_from_u64(mix(column_seed ^ 0x6e75_6c6c)),
+                    values: ChaCha12Rng::seed_from_u64(column_seed),
+                    nulls: ChaCha12Rng::seed_from_u64(mix(column_seed ^ 0x6e75_6c6c)),
                 }
             })
             .collect();
         Ok(Generator { schema, columns })
+    }
+
+    /// Where each column's value and NULL streams are, in words.
+    pub fn streams(&self) -> Vec<(u128, u128)> {
+        self.columns
+            .iter()
+            .map(|c| (c.values.get_word_pos(), c.nulls.get_word_pos()))
+            .collect()
+    }
+
+    /// Moves the streams to positions `streams` returned.
+    pub fn seek(&mut self, streams: &[(u128, u128)]) -> Result<()> {
+        if streams.len() != self.columns.len() {
+            return Err(crate::internal!(
+                "datagen has {} columns but a position for {}",
+                self.columns.len(),
+                streams.len()
+            ));
+        }
+        for (c, (values, nulls)) in self.columns.iter_mut().zip(streams) {
+            c.values.set_word_pos(*values);
+            c.nulls.set_word_pos(*nulls);
+        }
+        Ok(())
     }
 
     /// Rows `first..first + n`; `now_ns` is the wall clock.

@@ -111,6 +111,12 @@ impl LineFramer {
         out
     }
 
+    /// The stream offset where the line not yet complete starts: every
+    /// byte before it belongs to a line already handed out (or dropped).
+    pub fn consumed(&self) -> u64 {
+        self.line_start
+    }
+
     /// Starts over at stream offset `start`, forgetting any partial line.
     pub fn reset(&mut self, start: u64) {
         self.partial.clear();

@@ -199,6 +199,9 @@ pub struct Progress {
     pub error: Option<String>,
     /// The sink stopped for good.
     pub failed: bool,
+    /// The last complete checkpoint whose files are all committed
+    /// (`u64::MAX` once the input has ended and everything is committed).
+    pub committed: u64,
 }
 
 /// A sink's live figures, for `runnel_catalog.sinks`.
@@ -285,6 +288,9 @@ impl SinkRuntime {
     /// Starts writing what `attachment` delivers. `run` numbers this start
     /// of the sink (file names never repeat across restarts); `id` is the
     /// sink's catalog id.
+    /// `link` reports the sink's state at checkpoints (and restores it);
+    /// `completed` tells it when to commit.
+    #[allow(clippy::too_many_arguments)] // the parts of a sink, each used once
     pub fn start(
         mut spec: SinkSpec,
         schema: SchemaRef,
@@ -292,6 +298,8 @@ impl SinkRuntime {
         run: u64,
         attachment: Attachment,
         dataflow: Option<Dataflow>,
+        link: crate::state::CheckpointLink,
+        completed: watch::Receiver<u64>,
     ) -> Arc<Self> {
         spec.config.file_prefix = format!("part-{id}-{run}");
         commit::remove_stale_temporaries(&spec.path, &format!("part-{id}-"));
@@ -308,6 +316,9 @@ impl SinkRuntime {
             writer,
             stats: stats.clone(),
             progress: progress_tx,
+            link,
+            completed,
+            pending: Vec::new(),
         };
         let handle = tokio::spawn(task.run(attachment));
         Arc::new(SinkRuntime {
@@ -342,17 +353,37 @@ impl SinkRuntime {
         }
     }
 
-    /// Waits until every row before FLUSH `ticket` is in a visible file.
-    /// Fails when a commit fails meanwhile (the sink keeps retrying).
+    /// Asks the private dataflow (if any) for the barrier of checkpoint
+    /// `epoch`; a sink on a view gets it through the view's feed.
+    pub fn request_checkpoint(&self, epoch: u64) {
+        if let Ok(d) = self.dataflow.lock()
+            && let Some(flow) = d.as_ref()
+        {
+            flow.request_checkpoint(epoch);
+        }
+    }
+
+    /// Waits until every row before FLUSH `ticket` is in a finished file
+    /// (the next checkpoint commits it).
     pub async fn wait_flushed(&self, ticket: u64) -> Result<()> {
+        self.wait(|p| p.flushed >= ticket).await
+    }
+
+    /// Waits until the files of checkpoint `epoch` are committed. Fails
+    /// when a commit fails meanwhile (the sink keeps retrying).
+    pub async fn wait_committed(&self, epoch: u64) -> Result<()> {
+        self.wait(|p| p.committed >= epoch).await
+    }
+
+    async fn wait(&self, done: impl Fn(&Progress) -> bool) -> Result<()> {
         let mut progress = self.progress.clone();
         let failures_before = progress.borrow().failures;
         let seen = progress
-            .wait_for(|p| p.flushed >= ticket || p.failures > failures_before || p.failed)
+            .wait_for(|p| done(p) || p.failures > failures_before || p.failed)
             .await
             .map(|p| p.clone())
             .map_err(|_| Error::Canceled("the sink stopped before FLUSH completed"))?;
-        if seen.flushed >= ticket {
+        if done(&seen) {
             return Ok(());
         }
         let why = seen
